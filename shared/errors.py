@@ -1,0 +1,111 @@
+"""The one error hierarchy: every failure a user can see has a stable code and a message.
+
+Third-party errors (torch, soundfile, sqlite, boto3, httpx) are translated into these once, at the
+module that talks to the library, with ``raise ... from exc`` so the cause stays in the traceback.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import ClassVar
+
+
+class ErrorCode(StrEnum):
+    INVALID_INPUT = "invalid_input"
+    INVALID_SSML = "invalid_ssml"
+    TEXT_TOO_LONG = "text_too_long"
+    UNSUPPORTED_FORMAT = "unsupported_format"
+    UNSUPPORTED_LANGUAGE = "unsupported_language"
+    VOICE_NOT_FOUND = "voice_not_found"
+    UNAUTHORIZED = "unauthorized"
+    RESULT_TOO_LARGE = "result_too_large"
+    NOT_FOUND = "not_found"
+    ENGINE_UNAVAILABLE = "engine_unavailable"
+    INTERNAL = "internal"
+
+
+class TTSError(Exception):
+    """Base of every user-visible failure; ``str(err)`` is ``"code: message"`` (RunPod's error)."""
+
+    code: ClassVar[ErrorCode] = ErrorCode.INTERNAL
+    http_status: ClassVar[int] = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.code.value}: {self.message}"
+
+
+class InvalidInput(TTSError):
+    code = ErrorCode.INVALID_INPUT
+    http_status = 400
+
+
+class InvalidSSML(TTSError):
+    code = ErrorCode.INVALID_SSML
+    http_status = 400
+
+
+class TextTooLong(TTSError):
+    code = ErrorCode.TEXT_TOO_LONG
+    http_status = 413
+
+
+class UnsupportedFormat(TTSError):
+    code = ErrorCode.UNSUPPORTED_FORMAT
+    http_status = 400
+
+
+class UnsupportedLanguage(TTSError):
+    code = ErrorCode.UNSUPPORTED_LANGUAGE
+    http_status = 400
+
+
+class VoiceNotFound(TTSError):
+    code = ErrorCode.VOICE_NOT_FOUND
+    http_status = 404
+
+
+class Unauthorized(TTSError):
+    code = ErrorCode.UNAUTHORIZED
+    http_status = 401
+
+
+class ResultTooLarge(TTSError):
+    code = ErrorCode.RESULT_TOO_LARGE
+    http_status = 413
+
+
+class NotFound(TTSError):
+    code = ErrorCode.NOT_FOUND
+    http_status = 404
+
+
+class EngineUnavailable(TTSError):
+    code = ErrorCode.ENGINE_UNAVAILABLE
+    http_status = 503
+
+
+class InternalError(TTSError):
+    code = ErrorCode.INTERNAL
+    http_status = 500
+
+
+ERRORS_BY_CODE: dict[ErrorCode, type[TTSError]] = {
+    cls.code: cls
+    for cls in (
+        InvalidInput,
+        InvalidSSML,
+        TextTooLong,
+        UnsupportedFormat,
+        UnsupportedLanguage,
+        VoiceNotFound,
+        Unauthorized,
+        ResultTooLarge,
+        NotFound,
+        EngineUnavailable,
+        InternalError,
+    )
+}

@@ -1,0 +1,241 @@
+"""The job contract: the pydantic models every entry point (RunPod, Modal, HTTP, CLI, edge)
+validates against, and the one function that turns raw input into a job or a coded error.
+
+Validation messages name fields and rules, never input values: a job carries an API key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    StrictStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from shared.audio.formats import SUPPORTED_SAMPLE_RATES, AudioFormat
+from shared.errors import (
+    ErrorCode,
+    InvalidInput,
+    TextTooLong,
+    TTSError,
+    Unauthorized,
+    UnsupportedFormat,
+)
+
+Delivery = Literal["url", "base64", "stream"]
+RequestId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:\-]+$")]
+ApiKey = Annotated[SecretStr, Field(min_length=1, max_length=256)]
+
+
+class JobLimits(BaseModel):
+    """Bounds that come from configuration, handed to validation as context."""
+
+    max_text_chars: int = 10_000
+
+
+class _Job(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    api_key: ApiKey
+    request_id: RequestId | None = None
+
+
+class SynthesizeJob(_Job):
+    """Speak ``text`` (plain) or ``ssml`` (a safe SSML subset): exactly one of them."""
+
+    action: Literal["synthesize"] = "synthesize"
+    text: StrictStr | None = None
+    ssml: StrictStr | None = None
+    voice: str | None = Field(None, min_length=1, max_length=128, pattern=r"^[\w .'\-]+$")
+    language: str = Field("en", pattern=r"^[a-z]{2}(-[a-z]{2})?$")
+    speed: float = Field(1.0, ge=0.5, le=2.0, allow_inf_nan=False)
+    format: AudioFormat = AudioFormat.WAV
+    sample_rate: int | None = Field(None, strict=True)
+    delivery: Delivery = "url"
+
+    @field_validator("text", "ssml")
+    @classmethod
+    def _within_length_bound(cls, value: str | None, info: ValidationInfo) -> str | None:
+        limits = _limits_from(info)
+        # SSML markup is not spoken, so it may take up to twice the spoken bound.
+        bound = limits.max_text_chars * (2 if info.field_name == "ssml" else 1)
+        if value is not None and len(value) > bound:
+            raise PydanticCustomError(
+                "text_too_long",
+                "{field} has {length} characters; the limit is {bound}",
+                {"field": info.field_name, "length": len(value), "bound": bound},
+            )
+        return value
+
+    @field_validator("sample_rate")
+    @classmethod
+    def _supported_rate(cls, value: int | None) -> int | None:
+        if value is not None and value not in SUPPORTED_SAMPLE_RATES:
+            raise PydanticCustomError(
+                "unsupported_sample_rate",
+                "sample_rate must be one of {rates}",
+                {"rates": ", ".join(str(r) for r in sorted(SUPPORTED_SAMPLE_RATES))},
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _exactly_one_input(self) -> SynthesizeJob:
+        if (self.text is None) == (self.ssml is None):
+            raise PydanticCustomError("invalid_input", "give exactly one of text or ssml")
+        return self
+
+
+class VoicesJob(_Job):
+    """List the voices the worker's engine can speak with."""
+
+    action: Literal["voices"]
+
+
+class HealthJob(_Job):
+    """Report the worker's engine and model, for a platform's health probe."""
+
+    action: Literal["health"]
+
+
+Job = SynthesizeJob | VoicesJob | HealthJob
+_JOBS_BY_ACTION: dict[str, type[_Job]] = {
+    "synthesize": SynthesizeJob,
+    "voices": VoicesJob,
+    "health": HealthJob,
+}
+
+
+def _limits_from(info: ValidationInfo) -> JobLimits:
+    context = info.context or {}
+    limits = context.get("limits")
+    return limits if isinstance(limits, JobLimits) else JobLimits()
+
+
+def parse_job(raw: object, limits: JobLimits) -> Job:
+    """Validate raw input (a JSON object) into a job, or raise the matching coded error."""
+    if not isinstance(raw, Mapping):
+        raise InvalidInput("the job input must be a JSON object")
+    action = raw.get("action", "synthesize")
+    model = _JOBS_BY_ACTION.get(action) if isinstance(action, str) else None
+    if model is None:
+        raise InvalidInput(f"action must be one of: {', '.join(_JOBS_BY_ACTION)}")
+    try:
+        return model.model_validate(dict(raw), context={"limits": limits})  # type: ignore[return-value]
+    except ValidationError as exc:
+        raise _coded_error(exc) from None
+
+
+def _coded_error(exc: ValidationError) -> TTSError:
+    """The most specific code among the failures; the message lists them all, without values."""
+    problems = exc.errors(include_input=False, include_url=False)
+    parts = []
+    for problem in problems:
+        field = ".".join(str(part) for part in problem["loc"]) or "input"
+        parts.append(f"{field}: {problem['msg']}")
+    message = "; ".join(parts)
+    kinds = {problem["type"] for problem in problems}
+    fields = {str(problem["loc"][0]) for problem in problems if problem["loc"]}
+    if "api_key" in fields:
+        # A job without a usable key is refused as unauthenticated, whatever else is wrong.
+        return Unauthorized("a valid api_key is required")
+    if "text_too_long" in kinds:
+        return TextTooLong(message)
+    if fields & {"format", "sample_rate"} and fields <= {"format", "sample_rate"}:
+        return UnsupportedFormat(message)
+    return InvalidInput(message)
+
+
+class StageTimings(BaseModel):
+    """Milliseconds per stage, so a slow job shows where its time went."""
+
+    auth_ms: float = 0.0
+    synth_ms: float = 0.0
+    encode_ms: float = 0.0
+    deliver_ms: float = 0.0
+    total_ms: float = 0.0
+
+
+class SynthesisResult(BaseModel):
+    request_id: str
+    engine: str
+    voice: str
+    language: str
+    format: AudioFormat
+    content_type: str
+    sample_rate: int
+    duration_s: float
+    bytes: int
+    delivery: Literal["url", "base64"]
+    url: str | None = None
+    expires_at: datetime | None = None
+    audio_base64: str | None = None
+    cached: bool = False
+    timings: StageTimings
+
+
+class StreamChunk(BaseModel):
+    """One item of a streamed job; the last one has ``final`` set and the job's totals."""
+
+    request_id: str
+    seq: int
+    format: AudioFormat
+    content_type: str
+    sample_rate: int
+    audio_base64: str
+    final: bool = False
+    duration_s: float | None = None
+    bytes: int | None = None
+    timings: StageTimings | None = None
+
+
+class VoiceEntry(BaseModel):
+    id: str
+    name: str
+    engine: str
+    language: str | None = None
+
+
+class VoicesResult(BaseModel):
+    engine: str
+    default_voice: str
+    voices: list[VoiceEntry]
+
+
+class HealthResult(BaseModel):
+    status: Literal["ok"] = "ok"
+    engine: str
+    model_version: str
+    sample_rate: int
+    languages: list[str]
+    uptime_s: float
+
+
+class ErrorBody(BaseModel):
+    code: ErrorCode
+    message: str
+    request_id: str | None = None
+
+    @classmethod
+    def from_error(cls, err: TTSError, request_id: str | None = None) -> ErrorBody:
+        return cls(code=err.code, message=err.message, request_id=request_id)
+
+
+def error_string(err: TTSError) -> str:
+    """RunPod's ``error`` must be a string: ``"code: message"`` carries both."""
+    return str(err)
+
+
+def dump(model: BaseModel) -> dict[str, Any]:
+    """JSON-ready dict of a result model (datetimes as ISO strings, no nulls)."""
+    return model.model_dump(mode="json", exclude_none=True)
