@@ -1,0 +1,47 @@
+"""Choose and load the speech engine from configuration.
+
+Importing this module imports neither torch nor piper: each engine's heavy packages are optional
+extras, imported only when that engine is loaded, and a missing one is reported as the extra to
+install (``EngineUnavailable``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from shared.engines.base import Engine
+from shared.errors import EngineUnavailable, InvalidInput
+
+ENGINE_KINDS: tuple[str, ...] = ("auto", "xtts", "piper")
+
+
+def load_engine(
+    kind: str,
+    *,
+    xtts_model_dir: Path | None,
+    xtts_device: str,
+    xtts_max_audio_tokens: int | None,
+    xtts_stream_chunk_tokens: int,
+    xtts_warmup: bool,
+    piper_model_path: Path | None,
+) -> Engine:
+    """Load the engine ``kind`` names; "auto" is XTTS when a model directory is set, else Piper."""
+    if kind not in ENGINE_KINDS:
+        raise InvalidInput(f"unknown engine {kind!r}: use one of {', '.join(ENGINE_KINDS)}")
+    if kind == "auto":
+        kind = "xtts" if xtts_model_dir is not None else "piper"
+    if kind == "xtts":
+        if xtts_model_dir is None:
+            raise EngineUnavailable("the xtts engine needs a model directory (config.json, ...)")
+        from shared.engines.xtts import XttsEngine
+
+        return XttsEngine.load(
+            Path(xtts_model_dir),
+            device=xtts_device,
+            max_audio_tokens=xtts_max_audio_tokens,
+            stream_chunk_tokens=xtts_stream_chunk_tokens,
+            warmup=xtts_warmup,
+        )
+    from shared.engines.piper import PiperEngine
+
+    return PiperEngine.load(piper_model_path)

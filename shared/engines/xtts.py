@@ -1,0 +1,371 @@
+"""Coqui XTTS-v2 through coqui-tts's own loading and inference code, on CUDA when there is one.
+
+torch and TTS are imported inside ``load``, so importing this module stays cheap, and a missing
+package becomes ``EngineUnavailable`` naming the extra to install.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from shared.engines.base import Pcm, VoiceInfo
+from shared.errors import (
+    EngineUnavailable,
+    InvalidInput,
+    TTSError,
+    UnsupportedLanguage,
+    VoiceNotFound,
+)
+from shared.text.limits import XTTS_LANGUAGES, xtts_char_limit
+
+if TYPE_CHECKING:
+    import torch
+    from TTS.tts.models.xtts import Xtts
+
+REQUIRED_FILES: tuple[str, ...] = ("config.json", "model.pth", "vocab.json")
+SPEAKERS_FILE = "speakers_xtts.pth"
+PREFERRED_DEFAULT_VOICE = "Ana Florence"
+WARMUP_TEXT = "Hello."
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingParams:
+    """GPT sampling settings, pinned here: ``inference()``, config.json and coqui's docs disagree.
+
+    ``enable_text_splitting`` stays False because the product splits text itself, within each
+    language's limit, before calling the engine.
+    """
+
+    temperature: float = 0.75
+    length_penalty: float = 1.0
+    repetition_penalty: float = 10.0
+    top_k: int = 50
+    top_p: float = 0.85
+    enable_text_splitting: bool = False
+
+
+SAMPLING = SamplingParams()
+
+
+@dataclass(frozen=True, slots=True)
+class _Latents:
+    """A voice as XTTS conditions on it: computed once, kept on the model's device."""
+
+    gpt_cond_latent: torch.Tensor
+    speaker_embedding: torch.Tensor
+
+
+class XttsEngine:
+    """XTTS-v2 behind the ``Engine`` protocol.
+
+    One lock serializes all model work: a model on one GPU runs one job at a time, and concurrent
+    jobs must never interleave their generation steps on it.
+    """
+
+    name = "xtts"
+
+    def __init__(
+        self,
+        model: Xtts,
+        *,
+        device: str,
+        model_version: str,
+        sample_rate: int,
+        languages: frozenset[str],
+        latents: dict[str, _Latents],
+        max_audio_tokens: int | None,
+        stream_chunk_tokens: int,
+    ) -> None:
+        self._model = model
+        self.device = device
+        self.model_version = model_version
+        self.sample_rate = sample_rate
+        self.languages = languages
+        # Voice id -> latents. Built-in speakers now; cloned voices are added here later.
+        self._latents = latents
+        self.max_audio_tokens = max_audio_tokens
+        self.stream_chunk_tokens = stream_chunk_tokens
+        self._max_text_tokens = int(model.args.gpt_max_text_tokens)
+        self._lock = threading.Lock()
+        self.default_voice = _pick_default_voice(list(latents))
+
+    @classmethod
+    def load(
+        cls,
+        model_dir: Path,
+        *,
+        device: str = "auto",
+        max_audio_tokens: int | None = None,
+        stream_chunk_tokens: int = 20,
+        warmup: bool = True,
+    ) -> XttsEngine:
+        """Load config.json, model.pth, vocab.json and (optional) speakers_xtts.pth from
+        ``model_dir`` the way coqui-tts does, move the model to ``device`` and warm it up.
+
+        ``max_audio_tokens`` caps the GPT tokens generated per segment (about 21.5 per second of
+        audio); ``None`` keeps the checkpoint's own bound.
+
+        coqui-tts rewrites a legacy model.pth (one that pickles its XttsConfig) in place on its
+        first load, so that load needs a writable directory; ``model_version`` is read after it.
+        """
+        if stream_chunk_tokens < 1:
+            raise InvalidInput(f"stream_chunk_tokens must be at least 1, got {stream_chunk_tokens}")
+        if max_audio_tokens is not None and max_audio_tokens < 1:
+            raise InvalidInput(f"max_audio_tokens must be at least 1, got {max_audio_tokens}")
+        model_dir = Path(model_dir)
+        missing = [name for name in REQUIRED_FILES if not (model_dir / name).is_file()]
+        if missing:
+            raise EngineUnavailable(
+                f"XTTS model directory {model_dir} is missing {', '.join(missing)}"
+            )
+
+        try:
+            import torch
+            from TTS.tts.configs.xtts_config import XttsConfig
+            from TTS.tts.models.xtts import Xtts
+        except (ImportError, OSError) as exc:  # OSError: a torchaudio/torch build mismatch
+            raise EngineUnavailable(
+                f"the xtts engine needs torch and coqui-tts ({exc}): pip install -e .[xtts]"
+            ) from exc
+
+        target = _resolve_device(device, cuda_available=torch.cuda.is_available())
+        try:
+            config = XttsConfig()
+            config.load_json(str(model_dir / "config.json"))
+            # Xtts(config) is what coqui's init_from_config does (deprecated in coqui-tts 0.28).
+            model = Xtts(config)
+            model.load_checkpoint(config, checkpoint_dir=str(model_dir), eval=True)
+            model.to(target)
+            model.eval()
+        except Exception as exc:
+            raise EngineUnavailable(
+                f"cannot load the XTTS checkpoint in {model_dir}: {type(exc).__name__}: {exc}"
+            ) from exc
+
+        if max_audio_tokens is not None:
+            # Caps generation only: the position tables (and so the checkpoint) keep their size.
+            # Random test weights never emit the stop token and would run to the full bound.
+            model.gpt.max_gen_mel_tokens = min(model.gpt.max_gen_mel_tokens, max_audio_tokens)
+
+        languages = frozenset(lang.lower() for lang in config.languages) & XTTS_LANGUAGES
+        if not languages:
+            raise EngineUnavailable(
+                f"{model_dir / 'config.json'} lists none of XTTS-v2's languages: {config.languages}"
+            )
+        engine = cls(
+            model,
+            device=target,
+            model_version=_model_version(model_dir),
+            sample_rate=int(config.model_args.output_sample_rate),
+            languages=languages,
+            latents=_speaker_latents(model, target),
+            max_audio_tokens=max_audio_tokens,
+            stream_chunk_tokens=stream_chunk_tokens,
+        )
+        if warmup and engine.default_voice:
+            # The first call pays for CUDA kernels and allocator growth; a user should not.
+            engine.synthesize(
+                WARMUP_TEXT,
+                voice=engine.default_voice,
+                language=engine._warmup_language(),
+                speed=1.0,
+            )
+        return engine
+
+    def voices(self) -> Sequence[VoiceInfo]:
+        return [VoiceInfo(id=voice, name=voice, engine=self.name) for voice in self._latents]
+
+    def segment_limit(self, language: str) -> int:
+        return xtts_char_limit(self._check_language(language))
+
+    def synthesize(self, text: str, *, voice: str, language: str, speed: float) -> Pcm:
+        latents, language = self._prepare(text, voice, language, speed)
+        import torch
+
+        pieces = []
+        with self._lock, torch.inference_mode():
+            for part in self._fitting_parts(text, language):
+                try:
+                    out = self._model.inference(
+                        part,
+                        language,
+                        latents.gpt_cond_latent,
+                        latents.speaker_embedding,
+                        speed=speed,
+                        **asdict(SAMPLING),
+                    )
+                except Exception as exc:
+                    raise _inference_error(exc) from exc
+                pieces.append(_to_pcm(out["wav"]))
+        return np.concatenate(pieces)
+
+    def stream(self, text: str, *, voice: str, language: str, speed: float) -> Iterator[Pcm]:
+        # Validate before the generator starts: bad input fails at the call, not at next().
+        latents, language = self._prepare(text, voice, language, speed)
+        with self._lock:
+            parts = self._fitting_parts(text, language)
+        return self._stream(parts, latents, language, speed)
+
+    def _stream(
+        self, parts: list[str], latents: _Latents, language: str, speed: float
+    ) -> Iterator[Pcm]:
+        import torch
+
+        # Held for the whole segment: closing the generator (or dropping it) releases it.
+        with self._lock:
+            for part in parts:
+                chunks = self._model.inference_stream(
+                    part,
+                    language,
+                    latents.gpt_cond_latent,
+                    latents.speaker_embedding,
+                    stream_chunk_size=self.stream_chunk_tokens,
+                    speed=speed,
+                    **asdict(SAMPLING),
+                )
+                try:
+                    while True:
+                        with torch.inference_mode():
+                            try:
+                                chunk = next(chunks)
+                            except StopIteration:
+                                break
+                            except Exception as exc:
+                                raise _inference_error(exc) from exc
+                            pcm = _to_pcm(chunk)
+                        if pcm.size:
+                            yield pcm
+                finally:
+                    chunks.close()
+
+    def _prepare(self, text: str, voice: str, language: str, speed: float) -> tuple[_Latents, str]:
+        language = self._check_language(language)
+        latents = self._latents.get(voice)
+        if latents is None:
+            known = ", ".join(self._latents) or "none"
+            raise VoiceNotFound(f"XTTS has no voice {voice!r}; available: {known}")
+        if not text.strip():
+            raise InvalidInput("text is empty")
+        if not math.isfinite(speed) or speed <= 0:
+            raise InvalidInput(f"speed must be a positive number, got {speed}")
+        return latents, language
+
+    def _fitting_parts(self, text: str, language: str) -> list[str]:
+        """``text`` as parts under XTTS's text-token limit (coqui asserts at 400 tokens).
+
+        Number expansion ("1999" -> "one thousand nine hundred ...") can push a segment within
+        the character limit over the token limit; such a segment is halved at a space (mid-word
+        when it has none) until every part fits, so any text still speaks. Call with the lock
+        held: the Japanese romanizer (MeCab through cutlet) is not thread-safe.
+        """
+        if self._token_count(text, language) < self._max_text_tokens:
+            return [text]
+        if len(text) < 2:
+            raise InvalidInput(f"{text!r} expands past XTTS's {self._max_text_tokens} tokens")
+        middle = len(text) // 2
+        cut = text.rfind(" ", 0, middle)
+        if cut <= 0:
+            cut = text.find(" ", middle)
+        if cut <= 0:
+            cut = middle
+        left, right = text[:cut].strip(), text[cut:].strip()
+        return [*self._fitting_parts(left, language), *self._fitting_parts(right, language)]
+
+    def _token_count(self, text: str, language: str) -> int:
+        try:
+            return len(self._model.tokenizer.encode(text.strip().lower(), lang=language))
+        except Exception as exc:
+            raise _inference_error(exc) from exc
+
+    def _check_language(self, language: str) -> str:
+        code = language.lower()
+        if code not in self.languages:
+            supported = ", ".join(sorted(self.languages))
+            raise UnsupportedLanguage(
+                f"this XTTS model does not speak {language!r}; supported: {supported}"
+            )
+        return code
+
+    def _warmup_language(self) -> str:
+        return "en" if "en" in self.languages else min(self.languages)
+
+
+def _resolve_device(device: str, *, cuda_available: bool) -> str:
+    if device == "auto":
+        return "cuda" if cuda_available else "cpu"
+    if device == "cpu":
+        return device
+    if device == "cuda" or device.startswith("cuda:"):
+        if not cuda_available:
+            raise EngineUnavailable(f"XTTS device {device!r} requested but CUDA is not available")
+        return device
+    raise EngineUnavailable(f"unknown XTTS device {device!r}: use auto, cuda, cuda:N or cpu")
+
+
+def _pick_default_voice(voices: list[str]) -> str:
+    """Coqui's own examples speak with "Ana Florence"; otherwise the file's first speaker.
+
+    Empty when the checkpoint has no built-in speakers (a later issue adds cloned voices).
+    """
+    if PREFERRED_DEFAULT_VOICE in voices:
+        return PREFERRED_DEFAULT_VOICE
+    return voices[0] if voices else ""
+
+
+def _speaker_latents(model: Xtts, device: str) -> dict[str, _Latents]:
+    manager = getattr(model, "speaker_manager", None)
+    if manager is None:
+        return {}
+    try:
+        return {
+            str(name): _Latents(
+                gpt_cond_latent=entry["gpt_cond_latent"].to(device),
+                speaker_embedding=entry["speaker_embedding"].to(device),
+            )
+            for name, entry in manager.speakers.items()
+        }
+    except (KeyError, AttributeError, TypeError) as exc:
+        raise EngineUnavailable(
+            f"{SPEAKERS_FILE} does not map speaker names to gpt_cond_latent and "
+            f"speaker_embedding: {exc}"
+        ) from exc
+
+
+def _model_version(model_dir: Path) -> str:
+    """Changes whenever the config, vocab or weights change, without reading 1.8 GB of weights."""
+    digest = hashlib.sha256()
+    for name in ("config.json", "vocab.json"):
+        digest.update((model_dir / name).read_bytes())
+    for name in ("model.pth", SPEAKERS_FILE):
+        path = model_dir / name
+        if path.is_file():
+            stat = path.stat()
+            digest.update(f"{name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return f"xtts-{digest.hexdigest()[:16]}"
+
+
+def _to_pcm(audio: Any) -> Pcm:
+    if hasattr(audio, "detach"):
+        audio = audio.detach().float().cpu().numpy()
+    pcm = np.asarray(audio, dtype=np.float32).reshape(-1)
+    # HiFi-GAN can overshoot full scale slightly; the protocol promises [-1, 1].
+    return np.clip(pcm, -1.0, 1.0)
+
+
+def _inference_error(exc: Exception) -> TTSError:
+    if isinstance(exc, TTSError):
+        return exc
+    if isinstance(exc, ImportError):
+        # coqui-tts imports its per-language text packages (cutlet, pypinyin, ...) lazily.
+        return EngineUnavailable(
+            f"XTTS is missing a text package: {exc}; install it with: pip install -e .[xtts]"
+        )
+    return EngineUnavailable(f"XTTS inference failed: {type(exc).__name__}: {exc}")
