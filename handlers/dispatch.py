@@ -1,0 +1,119 @@
+"""The one way every entry point runs a job: validate, check everything up front, then produce
+JSON-ready items (one result, or the chunks of a stream), logging one event per job.
+
+``start_job`` raises ``TTSError`` for anything wrong before the first item; an error while a
+stream is under way is raised from the iterator. Entry points only translate these to their
+platform's shapes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+from handlers import synthesize as synth
+from handlers.health import health
+from handlers.voices import list_voices
+from shared.errors import InternalError, TTSError
+from shared.jobs import HealthJob, Job, SynthesizeJob, VoicesJob, dump, parse_job
+from shared.telemetry import JobEvent, log_job_event
+from shared.worker import WorkerContext
+
+JobItem = dict[str, Any]
+_log = logging.getLogger(__name__)
+
+
+def start_job(raw: object, ctx: WorkerContext, *, job_id: str | None = None) -> Iterator[JobItem]:
+    """Validate and prepare ``raw`` now; return the iterator that produces its output."""
+    started = time.perf_counter()
+    event = JobEvent(action="synthesize", success=False)
+    try:
+        job = parse_job(raw, ctx.limits)
+        event.action = job.action
+        event.request_id = job.request_id or job_id or uuid.uuid4().hex
+        items = _start(job, ctx, event, started)
+    except TTSError as err:
+        _finish(event, started, err)
+        raise
+    except Exception as exc:
+        _finish(event, started, exc)
+        raise InternalError("the worker failed to start this job") from exc
+    return _logged(items, event, started)
+
+
+def run_job(raw: object, ctx: WorkerContext, *, job_id: str | None = None) -> list[JobItem]:
+    """All of a job's items at once (for callers that wait for the whole result)."""
+    return list(start_job(raw, ctx, job_id=job_id))
+
+
+def _start(job: Job, ctx: WorkerContext, event: JobEvent, started: float) -> Iterator[JobItem]:
+    # Every job kind is authenticated, here and only here.
+    auth_started = time.perf_counter()
+    tenant = ctx.tenants.authenticate(job.api_key.get_secret_value())
+    auth_ms = (time.perf_counter() - auth_started) * 1000.0
+    event.tenant_id = tenant.id
+    if isinstance(job, HealthJob):
+        return iter([dump(health(ctx))])
+    if isinstance(job, VoicesJob):
+        return iter([dump(list_voices(ctx))])
+    assert isinstance(job, SynthesizeJob)
+    assert event.request_id is not None
+    prepared = synth.prepare(
+        job, ctx, tenant=tenant, request_id=event.request_id, auth_ms=auth_ms, started=started
+    )
+    event.engine = ctx.engine.name
+    event.voice = prepared.voice
+    event.language = job.language
+    event.format = job.format.value
+    event.delivery = job.delivery
+    event.chars = prepared.chars
+    if job.delivery == "stream":
+        return _streamed(prepared, ctx, event)
+    return _whole(prepared, ctx, event)
+
+
+def _whole(
+    prepared: synth.PreparedSynthesis, ctx: WorkerContext, event: JobEvent
+) -> Iterator[JobItem]:
+    result = synth.synthesize(prepared, ctx)
+    event.audio_s = result.duration_s
+    event.cached = result.cached
+    yield dump(result)
+
+
+def _streamed(
+    prepared: synth.PreparedSynthesis, ctx: WorkerContext, event: JobEvent
+) -> Iterator[JobItem]:
+    for chunk in synth.stream(prepared, ctx):
+        if chunk.final and chunk.duration_s is not None:
+            event.audio_s = chunk.duration_s
+        yield dump(chunk)
+
+
+def _logged(items: Iterator[JobItem], event: JobEvent, started: float) -> Iterator[JobItem]:
+    try:
+        yield from items
+    except TTSError as err:
+        _finish(event, started, err)
+        raise
+    except GeneratorExit:
+        _finish(event, started, InternalError("the client stopped reading the stream"))
+        raise
+    except Exception as exc:
+        _finish(event, started, exc)
+        raise InternalError("the worker failed while running this job") from exc
+    _finish(event, started, None)
+
+
+def _finish(event: JobEvent, started: float, error: BaseException | None) -> None:
+    event.latency_ms = round((time.perf_counter() - started) * 1000.0, 3)
+    event.success = error is None
+    if isinstance(error, TTSError):
+        event.error_code = error.code.value
+    elif error is not None:
+        event.error_code = "internal"
+        _log.error("job %s failed unexpectedly", event.request_id, exc_info=error)
+    log_job_event(event)

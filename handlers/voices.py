@@ -1,0 +1,18 @@
+"""List the voices a tenant can ask for on this worker's engine."""
+
+from __future__ import annotations
+
+from shared.jobs import VoiceEntry, VoicesResult
+from shared.worker import WorkerContext
+
+
+def list_voices(ctx: WorkerContext) -> VoicesResult:
+    engine = ctx.engine
+    return VoicesResult(
+        engine=engine.name,
+        default_voice=engine.default_voice,
+        voices=[
+            VoiceEntry(id=voice.id, name=voice.name, engine=voice.engine, language=voice.language)
+            for voice in engine.voices()
+        ],
+    )
