@@ -1,0 +1,180 @@
+"""The ``serverless-tts`` command: serve the local web app, speak into a file, manage tenants."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from shared.audio.formats import AudioFormat
+from shared.config import Settings
+from shared.errors import TTSError
+from shared.jobs import JobLimits, SynthesizeJob, parse_job
+from shared.telemetry import configure_logging
+from shared.tenants.base import IssuedKey, Tenant
+from shared.tenants.dev import ensure_dev_tenant
+from shared.worker import build_tenant_store, build_worker
+
+# `say` runs on the operator's own machine, beside the data directory, so there is no tenant to
+# authenticate; its audio is never stored, so this identity never reaches a storage key.
+LOCAL_OPERATOR = "local-operator"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    settings = Settings()
+    configure_logging(settings.log_level)
+    try:
+        return int(args.run(args, settings))
+    except TTSError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from serverless_tts.web.app import create_app
+
+    if "public_base_url" not in settings.model_fields_set:
+        settings = settings.model_copy(
+            update={"public_base_url": f"http://{args.host}:{args.port}"}
+        )
+    if settings.create_dev_tenant:
+        store = build_tenant_store(settings)
+        issued = ensure_dev_tenant(store)
+        store.close()
+        _print_welcome(issued, settings)
+    print("loading the speech engine...", flush=True)
+    worker = build_worker(settings)
+    print(f"engine: {worker.engine.name} ({worker.engine.model_version})", flush=True)
+    uvicorn.run(create_app(worker), host=args.host, port=args.port, log_level="warning")
+    worker.close()
+    return 0
+
+
+def _print_welcome(issued: IssuedKey | None, settings: Settings) -> None:
+    base = settings.public_base_url
+    if issued is None:
+        print(
+            "dev tenant exists (its key was shown on the first run). "
+            "New key: serverless-tts tenants create NAME",
+            flush=True,
+        )
+        key = "$TTS_API_KEY"
+    else:
+        print(f"dev tenant created. API key (shown once, keep it): {issued.api_key}", flush=True)
+        key = issued.api_key
+    job = {"api_key": key, "text": "Hello from serverless TTS.", "format": "mp3"}
+    body = json.dumps({"input": job})
+    print("try:", flush=True)
+    print(
+        f"  curl -s {base}/runsync -H 'Content-Type: application/json' -d {shlex.quote(body)}",
+        flush=True,
+    )
+
+
+def _say(args: argparse.Namespace, settings: Settings) -> int:
+    from handlers.synthesize import make_audio, prepare
+
+    raw = {
+        "api_key": LOCAL_OPERATOR,
+        "format": args.format,
+        "language": args.language,
+        "speed": args.speed,
+        "delivery": "base64",
+        "ssml" if args.ssml else "text": args.text,
+    }
+    if args.voice:
+        raw["voice"] = args.voice
+    job = parse_job(raw, JobLimits(max_text_chars=settings.max_text_chars))
+    assert isinstance(job, SynthesizeJob)
+    worker = build_worker(settings)
+    try:
+        operator = Tenant(
+            id=LOCAL_OPERATOR,
+            name=LOCAL_OPERATOR,
+            active=True,
+            key_prefix="",
+            created_at=datetime.now(UTC),
+        )
+        prepared = prepare(job, worker, tenant=operator, request_id=uuid.uuid4().hex)
+        audio = make_audio(prepared, worker)
+    finally:
+        worker.close()
+    args.output.write_bytes(audio.data)
+    print(f"wrote {args.output} ({audio.duration_s:.2f} s, {len(audio.data)} bytes)")
+    return 0
+
+
+def _tenants_create(args: argparse.Namespace, settings: Settings) -> int:
+    store = build_tenant_store(settings)
+    try:
+        issued = store.create_tenant(args.name)
+    finally:
+        store.close()
+    print(f"tenant {issued.tenant.name} ({issued.tenant.id})")
+    print(f"API key (shown once, keep it): {issued.api_key}")
+    return 0
+
+
+def _tenants_list(args: argparse.Namespace, settings: Settings) -> int:
+    store = build_tenant_store(settings)
+    try:
+        for tenant in store.list_tenants():
+            state = "active" if tenant.active else "disabled"
+            print(f"{tenant.id}  {tenant.name}  stts_{tenant.key_prefix}_...  {state}")
+    finally:
+        store.close()
+    return 0
+
+
+def _tenants_set_active(args: argparse.Namespace, settings: Settings) -> int:
+    store = build_tenant_store(settings)
+    try:
+        tenant = store.set_active(args.tenant_id, args.active)
+    finally:
+        store.close()
+    print(f"tenant {tenant.name} is now {'active' if tenant.active else 'disabled'}")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="serverless-tts", description=__doc__)
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the local web app (RunPod-compatible API)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.set_defaults(run=_serve)
+
+    say = commands.add_parser("say", help="speak TEXT into an audio file")
+    say.add_argument("text")
+    say.add_argument("-o", "--output", type=Path, required=True)
+    say.add_argument("--format", default="wav", choices=[f.value for f in AudioFormat])
+    say.add_argument("--voice")
+    say.add_argument("--language", default="en")
+    say.add_argument("--speed", type=float, default=1.0)
+    say.add_argument("--ssml", action="store_true", help="TEXT is SSML")
+    say.set_defaults(run=_say)
+
+    tenants = commands.add_parser("tenants", help="manage tenants and their API keys")
+    tenant_commands = tenants.add_subparsers(required=True, metavar="ACTION")
+    create = tenant_commands.add_parser("create", help="create a tenant and show its key once")
+    create.add_argument("name")
+    create.set_defaults(run=_tenants_create)
+    tenant_commands.add_parser("list", help="list tenants").set_defaults(run=_tenants_list)
+    for action, active in (("enable", True), ("disable", False)):
+        toggle = tenant_commands.add_parser(action, help=f"{action} a tenant's key")
+        toggle.add_argument("tenant_id")
+        toggle.set_defaults(run=_tenants_set_active, active=active)
+    return parser
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

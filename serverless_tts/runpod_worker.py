@@ -1,0 +1,82 @@
+"""RunPod glue: the handler functions and start configuration for ``runpod.serverless.start``.
+
+Handlers are async so that, with ``concurrency_modifier`` above 1, one job's encoding and delivery
+overlap another's synthesis (the engine serializes model work itself); the blocking work runs in
+threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+from handlers.dispatch import JobItem, run_job, start_job
+from shared.errors import TTSError
+from shared.jobs import error_string
+from shared.worker import WorkerContext
+
+_DONE = object()
+RunpodJob = Mapping[str, Any]
+
+
+def make_stream_handler(ctx: WorkerContext) -> Callable[[RunpodJob], AsyncIterator[JobItem]]:
+    """The production handler: each yield is one ``/stream`` item; with ``return_aggregate_stream``
+    ``/run`` and ``/runsync`` get the list (one result, or a stream's chunks in order)."""
+
+    async def handler(job: RunpodJob) -> AsyncIterator[JobItem]:
+        try:
+            items = await asyncio.to_thread(start_job, job.get("input"), ctx, job_id=job.get("id"))
+            while (item := await asyncio.to_thread(_next, items)) is not _DONE:
+                yield item  # type: ignore[misc]
+        except TTSError as err:
+            # RunPod marks a job FAILED when a streamed item is {"error": <string>}.
+            yield {"error": error_string(err)}
+
+    return handler
+
+
+def make_local_test_handler(ctx: WorkerContext) -> Callable[[RunpodJob], Any]:
+    """The same jobs, answered at once with the list the aggregated stream would give.
+
+    The output is also printed whole, as one JSON line on stdout: the SDK's own "Job result"
+    log line is cut at 4,096 characters, which no real audio fits in.
+    """
+
+    async def handler(job: RunpodJob) -> list[JobItem] | dict[str, str]:
+        try:
+            items = await asyncio.to_thread(run_job, job.get("input"), ctx, job_id=job.get("id"))
+        except TTSError as err:
+            return {"error": error_string(err)}
+        print(json.dumps({"output": items}), flush=True)
+        return items
+
+    return handler
+
+
+def is_local_test_run(argv: Sequence[str], environ: Mapping[str, str]) -> bool:
+    """Whether the SDK will run one local test job (``--test_input`` or ``test_input.json``).
+
+    runpod 1.12 runs that job through its non-streaming path (rp_local.run_local -> run_job),
+    which never iterates a generator, so the local run needs the whole-result handler.
+    """
+    if "--rp_serve_api" in argv or environ.get("RUNPOD_REALTIME_PORT"):
+        return False
+    return "--test_input" in argv or not environ.get("RUNPOD_WEBHOOK_GET_JOB")
+
+
+def runpod_config(
+    ctx: WorkerContext, argv: Sequence[str], environ: Mapping[str, str]
+) -> dict[str, Any]:
+    local = is_local_test_run(argv, environ)
+    concurrency = ctx.settings.concurrency
+    return {
+        "handler": make_local_test_handler(ctx) if local else make_stream_handler(ctx),
+        "return_aggregate_stream": True,
+        "concurrency_modifier": lambda current: concurrency,
+    }
+
+
+def _next(items: Iterator[JobItem]) -> object:
+    return next(items, _DONE)
