@@ -1,0 +1,40 @@
+# RunPod GPU worker image: XTTS-v2 on CUDA, weights baked in at build time.
+#
+#   docker build --build-arg COQUI_TOS_AGREED=1 -t serverless-tts .
+#
+# COQUI_TOS_AGREED=1 states that you accept the Coqui Public Model License (non-commercial) for
+# the XTTS-v2 weights; the build refuses to download them otherwise.
+FROM nvidia/cuda:12.8.1-cudnn-runtime-ubuntu22.04
+
+ARG COQUI_TOS_AGREED=0
+ENV DEBIAN_FRONTEND=noninteractive \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1
+
+# ffmpeg: torchcodec (which coqui-tts's torchaudio uses) loads FFmpeg's shared libraries.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3.11 python3.11-venv ffmpeg ca-certificates \
+ && rm -rf /var/lib/apt/lists/* \
+ && python3.11 -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY shared ./shared
+COPY handlers ./handlers
+COPY serverless_tts ./serverless_tts
+# Same pinned torch/coqui stack as the CPU tests (pyproject's `xtts` extra).
+RUN pip install --upgrade pip && pip install '.[xtts]'
+
+# Bake the weights into the image so a cold start never downloads them.
+RUN test "$COQUI_TOS_AGREED" = "1" || { echo "set --build-arg COQUI_TOS_AGREED=1 to accept the CPML"; exit 1; } \
+ && COQUI_TOS_AGREED=1 python -c "from TTS.utils.manage import ModelManager; ModelManager(output_prefix='/models').download_model('tts_models/multilingual/multi-dataset/xtts_v2')"
+
+COPY runpod_handler.py test_input.json ./
+
+ENV TTS_ENGINE=xtts \
+    TTS_XTTS_MODEL_DIR=/models/tts/tts_models--multilingual--multi-dataset--xtts_v2 \
+    TTS_XTTS_DEVICE=cuda \
+    TTS_DATA_DIR=/tmp/serverless-tts
+
+CMD ["python", "runpod_handler.py"]

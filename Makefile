@@ -1,0 +1,47 @@
+# The two commands of the quick start: `make run` (serve on the embedded defaults) and `make test`.
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+HOST ?= 127.0.0.1
+PORT ?= 8000
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: run test system-deps lint format bench clean
+
+$(PY):
+	python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+# Stamp files: reinstall only when pyproject.toml changes.
+$(VENV)/.run-deps: pyproject.toml | $(PY)
+	$(PIP) install -q -e '.[piper]'
+	touch $@
+
+$(VENV)/.test-deps: pyproject.toml | $(PY)
+	$(PIP) install -q -e '.[xtts,piper,dev]'
+	touch $@ $(VENV)/.run-deps
+
+run: $(VENV)/.run-deps
+	$(VENV)/bin/serverless-tts serve --host $(HOST) --port $(PORT)
+
+# ffprobe checks every audio file the tests make; torchcodec (XTTS) loads FFmpeg's libraries.
+system-deps:
+	@command -v ffprobe >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq ffmpeg; }
+
+test: system-deps $(VENV)/.test-deps
+	$(PY) -m pytest
+
+lint: $(VENV)/.test-deps
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(VENV)/.test-deps
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+bench: $(VENV)/.test-deps
+	$(PY) -m bench.job_overhead
+	$(PY) -m bench.engines
+
+clean:
+	rm -rf $(VENV) .data .pytest_cache .ruff_cache .hypothesis
