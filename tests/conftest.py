@@ -52,8 +52,6 @@ def _load(kind: str, *, xtts_model_dir: Path | None = None) -> Engine:
             xtts_device="cpu",
             xtts_max_audio_tokens=XTTS_TEST_MAX_AUDIO_TOKENS,
             xtts_stream_chunk_tokens=XTTS_TEST_STREAM_CHUNK_TOKENS,
-            xtts_warmup=True,
-            piper_model_path=None,
         )
     except EngineUnavailable as exc:
         pytest.fail(str(exc), pytrace=False)

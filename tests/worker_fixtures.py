@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -23,10 +23,22 @@ def settings(tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def worker(settings: Settings, piper_engine: Engine) -> Iterator[WorkerContext]:
-    ctx = build_worker(settings, engine=piper_engine)
-    yield ctx
-    ctx.close()
+def make_worker(settings: Settings) -> Iterator[Callable[[Engine], WorkerContext]]:
+    """Workers around a given engine, on this test's settings, closed after the test."""
+    made: list[WorkerContext] = []
+
+    def make(engine: Engine) -> WorkerContext:
+        made.append(build_worker(settings, engine=engine))
+        return made[-1]
+
+    yield make
+    for ctx in made:
+        ctx.close()
+
+
+@pytest.fixture
+def worker(make_worker: Callable[[Engine], WorkerContext], piper_engine: Engine) -> WorkerContext:
+    return make_worker(piper_engine)
 
 
 @pytest.fixture

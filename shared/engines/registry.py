@@ -18,12 +18,12 @@ ENGINE_KINDS: tuple[str, ...] = ("auto", "xtts", "piper")
 def load_engine(
     kind: str,
     *,
-    xtts_model_dir: Path | None,
-    xtts_device: str,
-    xtts_max_audio_tokens: int | None,
-    xtts_stream_chunk_tokens: int,
-    xtts_warmup: bool,
-    piper_model_path: Path | None,
+    xtts_model_dir: Path | None = None,
+    xtts_device: str = "auto",
+    xtts_max_audio_tokens: int | None = None,
+    xtts_stream_chunk_tokens: int = 20,
+    xtts_warmup: bool = True,
+    piper_model_path: Path | None = None,
 ) -> Engine:
     """Load the engine ``kind`` names; "auto" is XTTS when a model directory is set, else Piper."""
     if kind not in ENGINE_KINDS:

@@ -4,22 +4,21 @@ care which engine speaks."""
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
+from collections.abc import Callable
 
 import pytest
 
 from handlers.dispatch import run_job
-from shared.config import Settings
 from shared.engines.base import Engine
-from shared.worker import WorkerContext, build_worker
+from shared.worker import WorkerContext
 from tests.audio_probe import audio_stream, ffprobe_json, probe_duration_s
 
 
 @pytest.fixture
-def xtts_worker(settings: Settings, xtts_engine: Engine) -> Iterator[WorkerContext]:
-    ctx = build_worker(settings, engine=xtts_engine)
-    yield ctx
-    ctx.close()
+def xtts_worker(
+    make_worker: Callable[[Engine], WorkerContext], xtts_engine: Engine
+) -> WorkerContext:
+    return make_worker(xtts_engine)
 
 
 @pytest.fixture

@@ -135,30 +135,14 @@ def test_concurrent_synthesize_from_two_threads_both_succeed(piper_engine: Engin
 
 
 def test_registry_auto_without_xtts_dir_loads_the_bundled_piper_voice() -> None:
-    engine = load_engine(
-        "auto",
-        xtts_model_dir=None,
-        xtts_device="auto",
-        xtts_max_audio_tokens=None,
-        xtts_stream_chunk_tokens=20,
-        xtts_warmup=True,
-        piper_model_path=None,
-    )
+    engine = load_engine("auto")
     assert isinstance(engine, PiperEngine)
     assert engine.default_voice == "en_US-joe-medium"
 
 
 def test_registry_rejects_unknown_engine_kind() -> None:
     with pytest.raises(InvalidInput, match="espeak"):
-        load_engine(
-            "espeak",
-            xtts_model_dir=None,
-            xtts_device="auto",
-            xtts_max_audio_tokens=None,
-            xtts_stream_chunk_tokens=20,
-            xtts_warmup=True,
-            piper_model_path=None,
-        )
+        load_engine("espeak")
 
 
 def test_missing_piper_package_is_engine_unavailable_naming_the_extra(

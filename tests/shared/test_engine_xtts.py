@@ -254,13 +254,7 @@ def test_registry_auto_loads_xtts_and_version_follows_config(
     xtts_engine: Engine, edited_xtts_dir: Path
 ) -> None:
     engine = load_engine(
-        "auto",
-        xtts_model_dir=edited_xtts_dir,
-        xtts_device="cpu",
-        xtts_max_audio_tokens=4,
-        xtts_stream_chunk_tokens=20,
-        xtts_warmup=False,
-        piper_model_path=None,
+        "auto", xtts_model_dir=edited_xtts_dir, xtts_device="cpu", xtts_max_audio_tokens=4
     )
     assert isinstance(engine, XttsEngine)
     assert engine.model_version != xtts_engine.model_version
@@ -312,12 +306,4 @@ def test_missing_coqui_package_is_engine_unavailable_naming_the_extra(
 ) -> None:
     monkeypatch.setitem(sys.modules, "TTS.tts.models.xtts", None)  # as without .[xtts]
     with pytest.raises(EngineUnavailable, match=re.escape("pip install -e .[xtts]")):
-        load_engine(
-            "xtts",
-            xtts_model_dir=tiny_xtts_dir,
-            xtts_device="cpu",
-            xtts_max_audio_tokens=4,
-            xtts_stream_chunk_tokens=20,
-            xtts_warmup=False,
-            piper_model_path=None,
-        )
+        load_engine("xtts", xtts_model_dir=tiny_xtts_dir, xtts_device="cpu", xtts_warmup=False)
