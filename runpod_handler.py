@@ -7,6 +7,7 @@ for every job this process takes. Run locally with
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
 
@@ -24,6 +25,7 @@ from shared.worker import build_worker
 SETTINGS = Settings()
 configure_logging(SETTINGS.log_level)
 WORKER = build_worker(SETTINGS)
+atexit.register(WORKER.close)  # write every pending usage row before the process ends
 
 if __name__ == "__main__":
     runpod.serverless.start(runpod_config(WORKER, sys.argv, os.environ))

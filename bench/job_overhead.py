@@ -17,6 +17,7 @@ from handlers.dispatch import run_job
 from shared.config import Settings
 from shared.engines.base import Pcm, VoiceInfo
 from shared.engines.piper import PiperEngine
+from shared.tenants.base import UNLIMITED
 from shared.worker import build_worker
 
 PHRASE = "Thanks for calling Acme. How can I help you today?"
@@ -67,7 +68,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(data_dir=Path(tmp), engine="piper", auth_cache_ttl_s=300)
         ctx = build_worker(settings, engine=ReplayEngine(piper, pcm))
-        key = ctx.tenants.create_tenant("bench").api_key
+        key = ctx.tenants.create_tenant("bench", UNLIMITED).api_key
         cases = {
             "wav  base64": {"format": "wav", "delivery": "base64"},
             "mp3  url   ": {"format": "mp3", "delivery": "url"},

@@ -12,6 +12,7 @@ import logging
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 from handlers import synthesize as synth
@@ -19,7 +20,7 @@ from handlers.health import health
 from handlers.voices import list_voices
 from shared.errors import InternalError, TTSError
 from shared.jobs import HealthJob, Job, SynthesizeJob, VoicesJob, dump, parse_job
-from shared.telemetry import JobEvent, log_job_event
+from shared.telemetry import JobEvent, log_job_event, usage_record
 from shared.worker import WorkerContext
 
 JobItem = dict[str, Any]
@@ -36,12 +37,12 @@ def start_job(raw: object, ctx: WorkerContext, *, job_id: str | None = None) -> 
         event.request_id = job.request_id or job_id or uuid.uuid4().hex
         items = _start(job, ctx, event, started)
     except TTSError as err:
-        _finish(event, started, err)
+        _finish(ctx, event, started, err)
         raise
     except Exception as exc:
-        _finish(event, started, exc)
+        _finish(ctx, event, started, exc)
         raise InternalError("the worker failed to start this job") from exc
-    return _logged(items, event, started)
+    return _logged(items, ctx, event, started)
 
 
 def run_job(raw: object, ctx: WorkerContext, *, job_id: str | None = None) -> list[JobItem]:
@@ -51,8 +52,9 @@ def run_job(raw: object, ctx: WorkerContext, *, job_id: str | None = None) -> li
 
 def _start(job: Job, ctx: WorkerContext, event: JobEvent, started: float) -> Iterator[JobItem]:
     # Every job kind is authenticated, here and only here.
+    api_key = job.api_key.get_secret_value()
     auth_started = time.perf_counter()
-    tenant = ctx.tenants.authenticate(job.api_key.get_secret_value())
+    tenant = ctx.tenants.authenticate(api_key)
     auth_ms = (time.perf_counter() - auth_started) * 1000.0
     event.tenant_id = tenant.id
     if isinstance(job, HealthJob):
@@ -61,14 +63,18 @@ def _start(job: Job, ctx: WorkerContext, event: JobEvent, started: float) -> Ite
         return iter([dump(list_voices(ctx))])
     assert isinstance(job, SynthesizeJob)
     assert event.request_id is not None
-    prepared = synth.prepare(
-        job, ctx, tenant=tenant, request_id=event.request_id, auth_ms=auth_ms, started=started
-    )
+    prepared = synth.prepare(job, ctx, tenant=tenant, request_id=event.request_id, started=started)
+    # Limits and quota are charged only for a job that is otherwise fit to run.
+    authorize_started = time.perf_counter()
+    ctx.tenants.authorize(api_key, prepared.chars)
+    auth_ms += (time.perf_counter() - authorize_started) * 1000.0
+    prepared = replace(prepared, auth_ms=auth_ms)
     event.engine = ctx.engine.name
     event.voice = prepared.voice
     event.language = job.language
     event.format = job.format.value
     event.delivery = job.delivery
+    event.streaming = job.delivery == "stream"
     event.chars = prepared.chars
     if job.delivery == "stream":
         return _streamed(prepared, ctx, event)
@@ -80,6 +86,7 @@ def _whole(
 ) -> Iterator[JobItem]:
     result = synth.synthesize(prepared, ctx)
     event.audio_s = result.duration_s
+    event.audio_bytes = result.bytes
     event.cached = result.cached
     yield dump(result)
 
@@ -88,27 +95,33 @@ def _streamed(
     prepared: synth.PreparedSynthesis, ctx: WorkerContext, event: JobEvent
 ) -> Iterator[JobItem]:
     for chunk in synth.stream(prepared, ctx):
-        if chunk.final and chunk.duration_s is not None:
-            event.audio_s = chunk.duration_s
+        if chunk.final:
+            event.audio_s = chunk.duration_s or 0.0
+            event.audio_bytes = chunk.bytes or 0
         yield dump(chunk)
 
 
-def _logged(items: Iterator[JobItem], event: JobEvent, started: float) -> Iterator[JobItem]:
+def _logged(
+    items: Iterator[JobItem], ctx: WorkerContext, event: JobEvent, started: float
+) -> Iterator[JobItem]:
     try:
         yield from items
     except TTSError as err:
-        _finish(event, started, err)
+        _finish(ctx, event, started, err)
         raise
     except GeneratorExit:
-        _finish(event, started, InternalError("the client stopped reading the stream"))
+        _finish(ctx, event, started, InternalError("the client stopped reading the stream"))
         raise
     except Exception as exc:
-        _finish(event, started, exc)
+        _finish(ctx, event, started, exc)
         raise InternalError("the worker failed while running this job") from exc
-    _finish(event, started, None)
+    _finish(ctx, event, started, None)
 
 
-def _finish(event: JobEvent, started: float, error: BaseException | None) -> None:
+def _finish(
+    ctx: WorkerContext, event: JobEvent, started: float, error: BaseException | None
+) -> None:
+    """Log the job's event and, for an authenticated tenant, queue its usage row."""
     event.latency_ms = round((time.perf_counter() - started) * 1000.0, 3)
     event.success = error is None
     if isinstance(error, TTSError):
@@ -117,3 +130,5 @@ def _finish(event: JobEvent, started: float, error: BaseException | None) -> Non
         event.error_code = "internal"
         _log.error("job %s failed unexpectedly", event.request_id, exc_info=error)
     log_job_event(event)
+    if event.tenant_id is not None and event.request_id is not None:
+        ctx.usage.record(usage_record(event))

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
-from shared.audio.encode import encode, open_stream_encoder, silence
 
+from shared.audio.encode import encode, open_stream_encoder, silence
 from shared.audio.formats import FORMAT_SPECS, FormatSpec, resolve_sample_rate
 from shared.engines.base import Pcm
 from shared.errors import (
@@ -54,7 +54,6 @@ def prepare(
     *,
     tenant: Tenant,
     request_id: str,
-    auth_ms: float = 0.0,
     started: float | None = None,
 ) -> PreparedSynthesis:
     """Check the job against the engine and configuration; ``tenant`` is already authenticated."""
@@ -89,7 +88,7 @@ def prepare(
         out_rate=out_rate,
         plan=plan,
         chars=chars,
-        auth_ms=auth_ms,
+        auth_ms=0.0,
         started=started,
     )
 

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from serverless_tts.tenant_admin import add_tenant_commands
 from shared.audio.formats import AudioFormat
 from shared.config import Settings
 from shared.errors import TTSError
@@ -112,35 +113,12 @@ def _say(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _tenants_create(args: argparse.Namespace, settings: Settings) -> int:
+def _tenants(args: argparse.Namespace, settings: Settings) -> int:
     store = build_tenant_store(settings)
     try:
-        issued = store.create_tenant(args.name)
+        args.tenant_command(args, store)
     finally:
         store.close()
-    print(f"tenant {issued.tenant.name} ({issued.tenant.id})")
-    print(f"API key (shown once, keep it): {issued.api_key}")
-    return 0
-
-
-def _tenants_list(args: argparse.Namespace, settings: Settings) -> int:
-    store = build_tenant_store(settings)
-    try:
-        for tenant in store.list_tenants():
-            state = "active" if tenant.active else "disabled"
-            print(f"{tenant.id}  {tenant.name}  stts_{tenant.key_prefix}_...  {state}")
-    finally:
-        store.close()
-    return 0
-
-
-def _tenants_set_active(args: argparse.Namespace, settings: Settings) -> int:
-    store = build_tenant_store(settings)
-    try:
-        tenant = store.set_active(args.tenant_id, args.active)
-    finally:
-        store.close()
-    print(f"tenant {tenant.name} is now {'active' if tenant.active else 'disabled'}")
     return 0
 
 
@@ -163,16 +141,8 @@ def _parser() -> argparse.ArgumentParser:
     say.add_argument("--ssml", action="store_true", help="TEXT is SSML")
     say.set_defaults(run=_say)
 
-    tenants = commands.add_parser("tenants", help="manage tenants and their API keys")
-    tenant_commands = tenants.add_subparsers(required=True, metavar="ACTION")
-    create = tenant_commands.add_parser("create", help="create a tenant and show its key once")
-    create.add_argument("name")
-    create.set_defaults(run=_tenants_create)
-    tenant_commands.add_parser("list", help="list tenants").set_defaults(run=_tenants_list)
-    for action, active in (("enable", True), ("disable", False)):
-        toggle = tenant_commands.add_parser(action, help=f"{action} a tenant's key")
-        toggle.add_argument("tenant_id")
-        toggle.set_defaults(run=_tenants_set_active, active=active)
+    add_tenant_commands(commands)
+    commands.choices["tenants"].set_defaults(run=_tenants)
     return parser
 
 

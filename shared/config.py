@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -44,7 +44,18 @@ class Settings(BaseSettings):
     )
 
     # --- tenants ------------------------------------------------------------------------------
-    tenant_store: Literal["sqlite"] = "sqlite"
+    tenant_store: Literal["sqlite", "supabase"] = "sqlite"
+    supabase_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("SUPABASE_URL", "TTS_SUPABASE_URL"),
+        description="https://<project>.supabase.co (or a PostgREST URL in tests).",
+    )
+    supabase_service_role_key: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("SUPABASE_SERVICE_ROLE_KEY", "TTS_SUPABASE_SERVICE_ROLE_KEY"),
+        description="The service-role key: the worker reads tenants and writes usage with it.",
+    )
+    supabase_timeout_s: float = Field(5.0, gt=0, le=60)
     data_dir: Path = Field(
         Path(".data"), description="Embedded store, local audio, signing secret."
     )
@@ -52,7 +63,17 @@ class Settings(BaseSettings):
     create_dev_tenant: bool = True
 
     # --- storage ------------------------------------------------------------------------------
-    storage: Literal["local"] = "local"
+    storage: Literal["local", "s3"] = "local"
+    s3_endpoint_url: str | None = Field(
+        None, description="Unset for AWS; R2, MinIO or Supabase Storage's S3 endpoint otherwise."
+    )
+    s3_region: str = "us-east-1"
+    s3_bucket: str | None = None
+    s3_key_prefix: str = Field("", description="Prepended to every object key, e.g. 'prod/'.")
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+    s3_path_style: bool = Field(False, description="Path-style addressing (MinIO, Supabase).")
+    s3_cache_control: str = "private, max-age=86400"
     public_base_url: str = Field(
         "http://127.0.0.1:8000", description="Base of signed local audio URLs (the local web app)."
     )

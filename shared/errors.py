@@ -18,6 +18,10 @@ class ErrorCode(StrEnum):
     UNSUPPORTED_LANGUAGE = "unsupported_language"
     VOICE_NOT_FOUND = "voice_not_found"
     UNAUTHORIZED = "unauthorized"
+    QUOTA_EXCEEDED = "quota_exceeded"
+    RATE_LIMITED = "rate_limited"
+    AUTH_UNAVAILABLE = "auth_unavailable"
+    STORAGE_UNAVAILABLE = "storage_unavailable"
     RESULT_TOO_LARGE = "result_too_large"
     NOT_FOUND = "not_found"
     ENGINE_UNAVAILABLE = "engine_unavailable"
@@ -73,6 +77,34 @@ class Unauthorized(TTSError):
     http_status = 401
 
 
+class QuotaExceeded(TTSError):
+    code = ErrorCode.QUOTA_EXCEEDED
+    http_status = 402
+
+
+class RateLimited(TTSError):
+    """Too many requests in a window; ``retry_after_s`` says when the window reopens."""
+
+    code = ErrorCode.RATE_LIMITED
+    http_status = 429
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(f"{message}; retry after {retry_after_s} s")
+        self.retry_after_s = retry_after_s
+
+
+class AuthUnavailable(TTSError):
+    """The tenant database cannot be reached and the key is not cached: fail closed."""
+
+    code = ErrorCode.AUTH_UNAVAILABLE
+    http_status = 503
+
+
+class StorageUnavailable(TTSError):
+    code = ErrorCode.STORAGE_UNAVAILABLE
+    http_status = 503
+
+
 class ResultTooLarge(TTSError):
     code = ErrorCode.RESULT_TOO_LARGE
     http_status = 413
@@ -91,21 +123,3 @@ class EngineUnavailable(TTSError):
 class InternalError(TTSError):
     code = ErrorCode.INTERNAL
     http_status = 500
-
-
-ERRORS_BY_CODE: dict[ErrorCode, type[TTSError]] = {
-    cls.code: cls
-    for cls in (
-        InvalidInput,
-        InvalidSSML,
-        TextTooLong,
-        UnsupportedFormat,
-        UnsupportedLanguage,
-        VoiceNotFound,
-        Unauthorized,
-        ResultTooLarge,
-        NotFound,
-        EngineUnavailable,
-        InternalError,
-    )
-}

@@ -6,9 +6,12 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from datetime import UTC, datetime
 from typing import Literal
 
 from pydantic import BaseModel
+
+from shared.tenants.base import UsageRecord
 
 JOB_LOGGER = "serverless_tts.jobs"
 _log = logging.getLogger(JOB_LOGGER)
@@ -26,14 +29,38 @@ class JobEvent(BaseModel):
     delivery: str | None = None
     chars: int = 0
     audio_s: float = 0.0
+    audio_bytes: int = 0
     latency_ms: float = 0.0
     cached: bool = False
+    streaming: bool = False
     success: bool
     error_code: str | None = None
 
 
 def log_job_event(event: JobEvent) -> None:
     _log.info(event.model_dump_json(exclude_none=True))
+
+
+def usage_record(event: JobEvent) -> UsageRecord:
+    """The billing row for a job whose tenant is known (the event carries all it needs)."""
+    assert event.tenant_id is not None and event.request_id is not None
+    return UsageRecord(
+        tenant_id=event.tenant_id,
+        request_id=event.request_id,
+        action=event.action,
+        created_at=datetime.now(UTC),
+        input_chars=event.chars,
+        audio_bytes=event.audio_bytes,
+        audio_seconds=event.audio_s,
+        latency_ms=event.latency_ms,
+        engine=event.engine,
+        voice=event.voice,
+        format=event.format,
+        delivery=event.delivery,
+        cached=event.cached,
+        streaming=event.streaming,
+        error_code=event.error_code,
+    )
 
 
 class JsonLineFormatter(logging.Formatter):

@@ -12,11 +12,13 @@ from dataclasses import dataclass, field
 from shared.config import Settings
 from shared.engines.base import Engine
 from shared.engines.registry import load_engine
+from shared.errors import InvalidInput
 from shared.jobs import JobLimits
 from shared.storage.base import AudioStore
 from shared.storage.local import LocalAudioStore, load_or_create_secret
 from shared.tenants.base import TenantStore
 from shared.tenants.sqlite_store import SqliteTenantStore
+from shared.tenants.usage import UsageWriter
 
 
 @dataclass
@@ -25,6 +27,7 @@ class WorkerContext:
     engine: Engine
     tenants: TenantStore
     storage: AudioStore
+    usage: UsageWriter
     started_at: float = field(default_factory=time.monotonic)
 
     @property
@@ -32,14 +35,48 @@ class WorkerContext:
         return JobLimits(max_text_chars=self.settings.max_text_chars)
 
     def close(self) -> None:
+        """Write every pending usage row, then let go of the stores (graceful shutdown)."""
+        self.usage.close()
         self.tenants.close()
 
 
 def build_tenant_store(settings: Settings) -> TenantStore:
+    if settings.tenant_store == "supabase":
+        from shared.tenants.supabase_store import SupabaseTenantStore, connect_supabase
+
+        if settings.supabase_url is None or settings.supabase_service_role_key is None:
+            raise InvalidInput(
+                "tenant_store=supabase needs SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY"
+            )
+        client = connect_supabase(
+            settings.supabase_url,
+            settings.supabase_service_role_key.get_secret_value(),
+            timeout_s=settings.supabase_timeout_s,
+        )
+        return SupabaseTenantStore(client, cache_ttl_s=settings.auth_cache_ttl_s)
     return SqliteTenantStore(settings.sqlite_path, cache_ttl_s=settings.auth_cache_ttl_s)
 
 
-def build_storage(settings: Settings) -> LocalAudioStore:
+def build_storage(settings: Settings) -> AudioStore:
+    if settings.storage == "s3":
+        from shared.storage.s3 import S3AudioStore, connect_s3
+
+        if settings.s3_bucket is None:
+            raise InvalidInput("storage=s3 needs TTS_S3_BUCKET")
+        secret_key = settings.s3_secret_access_key
+        client = connect_s3(
+            endpoint_url=settings.s3_endpoint_url,
+            region=settings.s3_region,
+            access_key_id=settings.s3_access_key_id,
+            secret_access_key=secret_key.get_secret_value() if secret_key else None,
+            path_style=settings.s3_path_style,
+        )
+        return S3AudioStore(
+            client,
+            bucket=settings.s3_bucket,
+            key_prefix=settings.s3_key_prefix,
+            cache_control=settings.s3_cache_control,
+        )
     secret = (
         settings.url_signing_secret.get_secret_value().encode()
         if settings.url_signing_secret is not None
@@ -69,9 +106,11 @@ def build_worker(
 ) -> WorkerContext:
     """Load the engine (the slow part of a cold start) and open the stores."""
     settings = settings or Settings()
+    tenants = tenants or build_tenant_store(settings)
     return WorkerContext(
         settings=settings,
         engine=engine or build_engine(settings),
-        tenants=tenants or build_tenant_store(settings),
+        tenants=tenants,
         storage=storage or build_storage(settings),
+        usage=UsageWriter(tenants.write_usage),
     )

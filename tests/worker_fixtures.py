@@ -9,6 +9,7 @@ import pytest
 
 from shared.config import Settings
 from shared.engines.base import Engine
+from shared.tenants.base import UNLIMITED
 from shared.worker import WorkerContext, build_worker
 
 
@@ -43,4 +44,4 @@ def worker(make_worker: Callable[[Engine], WorkerContext], piper_engine: Engine)
 
 @pytest.fixture
 def api_key(worker: WorkerContext) -> str:
-    return worker.tenants.create_tenant("acme").api_key
+    return worker.tenants.create_tenant("acme", UNLIMITED).api_key

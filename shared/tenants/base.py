@@ -1,11 +1,31 @@
-"""The tenant-store protocol: the embedded SQLite store and the Supabase store both implement it."""
+"""The tenant-store protocol: the embedded SQLite store and the Supabase store both implement it.
+
+Auth is two steps with different costs: ``authenticate`` answers from an in-process cache when it
+can (a warm job pays no round trip); ``authorize`` applies the tenant's rate windows and monthly
+quota atomically across every worker, and records the consumption of an allowed request.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import date, datetime
 from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class TenantLimits:
+    """None means unlimited."""
+
+    monthly_char_quota: int | None = 1_000_000
+    requests_per_minute: int | None = 60
+    requests_per_hour: int | None = 1_000
+    max_voices: int = 10
+
+
+UNLIMITED = TenantLimits(
+    monthly_char_quota=None, requests_per_minute=None, requests_per_hour=None, max_voices=1_000
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -15,6 +35,7 @@ class Tenant:
     active: bool
     key_prefix: str
     created_at: datetime
+    limits: TenantLimits = field(default_factory=TenantLimits)
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,17 +46,67 @@ class IssuedKey:
     api_key: str
 
 
+@dataclass(frozen=True, slots=True)
+class UsageRecord:
+    """One job, billed or not: exactly one row per (tenant_id, request_id)."""
+
+    tenant_id: str
+    request_id: str
+    action: str
+    created_at: datetime
+    input_chars: int = 0
+    audio_bytes: int = 0
+    audio_seconds: float = 0.0
+    latency_ms: float = 0.0
+    engine: str | None = None
+    voice: str | None = None
+    format: str | None = None
+    delivery: str | None = None
+    cached: bool = False
+    streaming: bool = False
+    error_code: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DailyUsage:
+    day: date
+    requests: int
+    failed: int
+    input_chars: int
+    audio_seconds: float
+    audio_bytes: int
+
+
 class TenantStore(Protocol):
     def authenticate(self, api_key: str) -> Tenant:
-        """The active tenant owning ``api_key``; raise ``Unauthorized`` otherwise."""
+        """The active tenant owning ``api_key``; ``Unauthorized``, or ``AuthUnavailable`` when
+        the database is unreachable and the key is not cached (fail closed)."""
         ...
 
-    def create_tenant(self, name: str) -> IssuedKey: ...
+    def authorize(self, api_key: str, chars: int) -> Tenant:
+        """Check the rate windows and the monthly quota for one request of ``chars`` characters
+        and record it; ``RateLimited`` (with retry-after) or ``QuotaExceeded`` charge nothing."""
+        ...
+
+    def create_tenant(self, name: str, limits: TenantLimits | None = None) -> IssuedKey: ...
 
     def set_active(self, tenant_id: str, active: bool) -> Tenant: ...
+
+    def rotate_key(self, tenant_id: str) -> IssuedKey:
+        """A new key for the tenant; the old one stops working (within one cache TTL elsewhere)."""
+        ...
+
+    def set_limits(self, tenant_id: str, limits: TenantLimits) -> Tenant: ...
 
     def list_tenants(self) -> Sequence[Tenant]: ...
 
     def find_by_name(self, name: str) -> Tenant | None: ...
+
+    def write_usage(self, rows: Sequence[UsageRecord]) -> None:
+        """Insert rows, ignoring any (tenant_id, request_id) already there; raise on failure so
+        the background writer retries."""
+        ...
+
+    def usage_by_day(self, tenant_id: str, days: int = 30) -> Sequence[DailyUsage]: ...
 
     def close(self) -> None: ...

@@ -15,6 +15,7 @@ import uvicorn
 from serverless_tts.web.app import create_app
 from shared.config import Settings
 from shared.engines.base import Engine
+from shared.tenants.base import UNLIMITED
 from shared.worker import WorkerContext, build_worker
 from tests.audio_probe import audio_stream, ffprobe_json
 from tests.servers import free_port, wait_for_port
@@ -47,7 +48,7 @@ def http(served: tuple[str, WorkerContext]) -> Iterator[httpx.Client]:
 
 @pytest.fixture
 def key(served: tuple[str, WorkerContext]) -> str:
-    return served[1].tenants.create_tenant("acme").api_key
+    return served[1].tenants.create_tenant("acme", UNLIMITED).api_key
 
 
 def runsync(http: httpx.Client, job: dict[str, Any]) -> dict[str, Any]:

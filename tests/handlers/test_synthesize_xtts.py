@@ -10,6 +10,7 @@ import pytest
 
 from handlers.dispatch import run_job
 from shared.engines.base import Engine
+from shared.tenants.base import UNLIMITED
 from shared.worker import WorkerContext
 from tests.audio_probe import audio_stream, ffprobe_json, probe_duration_s
 
@@ -23,7 +24,7 @@ def xtts_worker(
 
 @pytest.fixture
 def xtts_key(xtts_worker: WorkerContext) -> str:
-    return xtts_worker.tenants.create_tenant("acme").api_key
+    return xtts_worker.tenants.create_tenant("acme", UNLIMITED).api_key
 
 
 @pytest.mark.parametrize(
