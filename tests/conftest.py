@@ -18,7 +18,7 @@ from tests.xtts_checkpoint import (
     build_tiny_xtts_checkpoint,
 )
 
-pytest_plugins = ["tests.worker_fixtures"]
+pytest_plugins = ["tests.worker_fixtures", "tests.s3_server"]
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ from urllib.parse import quote, urlencode
 
 from shared.audio.formats import FORMAT_SPECS
 from shared.errors import InternalError, InvalidInput, NotFound
-from shared.storage.base import SignedUrl, is_valid_key
+from shared.storage.base import SignedUrl, check_url_ttl, is_valid_key
 
 AUDIO_ROUTE = "/audio/"
 _CONTENT_TYPES = {spec.extension: spec.content_type for spec in FORMAT_SPECS.values()}
@@ -44,8 +44,20 @@ class LocalAudioStore:
             partial.unlink(missing_ok=True)
             raise InternalError("could not write audio to local storage") from exc
 
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def get(self, key: str) -> bytes | None:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise InternalError("could not read audio from local storage") from exc
+
     def sign(self, key: str, ttl_s: int) -> SignedUrl:
         self._path(key)  # validates the key
+        check_url_ttl(ttl_s)
         expires = int(time.time()) + ttl_s
         query = urlencode({"expires": expires, "sig": self._signature(key, expires)})
         return SignedUrl(
