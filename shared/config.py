@@ -56,6 +56,9 @@ class Settings(BaseSettings):
         description="The service-role key: the worker reads tenants and writes usage with it.",
     )
     supabase_timeout_s: float = Field(5.0, gt=0, le=60)
+    supabase_plain_postgrest: bool = Field(
+        False, description="SUPABASE_URL is a bare PostgREST server (no /rest/v1 gateway)."
+    )
     data_dir: Path = Field(
         Path(".data"), description="Embedded store, local audio, signing secret."
     )

@@ -52,6 +52,7 @@ def build_tenant_store(settings: Settings) -> TenantStore:
             settings.supabase_url,
             settings.supabase_service_role_key.get_secret_value(),
             timeout_s=settings.supabase_timeout_s,
+            plain_postgrest=settings.supabase_plain_postgrest,
         )
         return SupabaseTenantStore(client, cache_ttl_s=settings.auth_cache_ttl_s)
     return SqliteTenantStore(settings.sqlite_path, cache_ttl_s=settings.auth_cache_ttl_s)

@@ -18,7 +18,7 @@ from tests.xtts_checkpoint import (
     build_tiny_xtts_checkpoint,
 )
 
-pytest_plugins = ["tests.worker_fixtures", "tests.s3_server"]
+pytest_plugins = ["tests.worker_fixtures", "tests.s3_server", "tests.supabase_fixtures"]
 
 
 @pytest.fixture(scope="session")

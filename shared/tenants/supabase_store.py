@@ -1,0 +1,382 @@
+"""The Supabase tenant store: tenants, usage and limits in Postgres, reached over PostgREST.
+
+Every worker shares one database, so the rate windows and the monthly quota hold across workers:
+``authorize`` is a single RPC (``authorize_request``, see ``supabase/migrations/``) that locks
+the tenant's row, checks and records in one transaction. ``authenticate`` answers from an
+in-process cache first (hits and misses alike), so a warm job pays no round trip.
+
+Failure policy: if the database cannot be reached, a key this process has recently seen keeps
+working (limits unchecked, a warning logged) and any other key fails closed with
+``AuthUnavailable``. Keys are never logged; caches are keyed by the key's digest.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, date, datetime
+from typing import Any, NoReturn
+from urllib.parse import urlsplit
+
+import httpx
+from postgrest import APIError
+from postgrest.types import ReturnMethod
+from supabase import Client, ClientOptions, create_client
+
+from shared.errors import (
+    AuthUnavailable,
+    InternalError,
+    InvalidInput,
+    NotFound,
+    QuotaExceeded,
+    RateLimited,
+    TTSError,
+    Unauthorized,
+)
+from shared.tenants.base import DailyUsage, IssuedKey, Tenant, TenantLimits, UsageRecord
+from shared.tenants.cache import TtlCache
+from shared.tenants.keys import ParsedKey, digests_match, new_api_key, parse_api_key
+
+_log = logging.getLogger(__name__)
+
+_TENANT_COLUMNS = (
+    "id, name, active, key_prefix, created_at, monthly_char_quota, requests_per_minute,"
+    " requests_per_hour, max_voices"
+)
+_REJECTED = "invalid or disabled API key"
+# PostgREST's "cannot reach the database" codes (connection, pool timeout, schema cache not
+# loaded), and what a proxy in front of it says when PostgREST itself is down.
+_UNAVAILABLE_CODES = frozenset(
+    {"PGRST000", "PGRST001", "PGRST002", "PGRST003", "502", "503", "504", "520"}
+)
+_UNIQUE_VIOLATION = "23505"
+# A new key's 8-hex-char prefix can collide with a stored one (32 bits); draw again.
+_KEY_ATTEMPTS = 3
+
+# Writes a new key's prefix and digest; returns the tenant rows it wrote.
+_KeyWriter = Callable[[ParsedKey], list[dict[str, Any]]]
+
+
+def connect_supabase(
+    url: str,
+    service_role_key: str,
+    *,
+    timeout_s: float = 5.0,
+    plain_postgrest: bool = False,
+    transport: httpx.BaseTransport | None = None,
+) -> Client:
+    """A supabase-py client for the worker: bounded timeouts and no hidden retries.
+
+    ``plain_postgrest`` is for a bare PostgREST server (the test stack, or PostgREST without
+    Supabase's gateway): supabase-py 2.x always calls ``<url>/rest/v1/...`` and PostgREST serves
+    at its root, so a transport drops that prefix. ``transport`` lets tests observe requests.
+    """
+    inner = transport or httpx.HTTPTransport()
+    if plain_postgrest:
+        inner = _StripRestPrefix(inner, base_path=urlsplit(url).path.rstrip("/"))
+    options = ClientOptions(
+        httpx_client=httpx.Client(transport=inner, timeout=timeout_s),
+        # postgrest-py retries GETs on 503 with 1 + 2 + 4 s of sleeps: a job would wait 7 s to
+        # learn the database is down. Failing fast is the store's policy; the usage writer retries.
+        postgrest_client_retry=False,
+        auto_refresh_token=False,
+        persist_session=False,
+    )
+    return create_client(url, service_role_key, options)
+
+
+class _StripRestPrefix(httpx.BaseTransport):
+    def __init__(self, inner: httpx.BaseTransport, *, base_path: str) -> None:
+        self._inner = inner
+        self._prefix = f"{base_path}/rest/v1".encode()
+        self._base = base_path.encode()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        raw_path = request.url.raw_path
+        if raw_path.startswith(self._prefix):
+            request.url = request.url.copy_with(raw_path=self._base + raw_path[len(self._prefix) :])
+        return self._inner.handle_request(request)
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+class SupabaseTenantStore:
+    """``TenantStore`` on Supabase; ``client`` should carry the service-role key."""
+
+    def __init__(
+        self, client: Client, *, cache_ttl_s: float = 30.0, cache_max_entries: int = 10_000
+    ) -> None:
+        self._client = client
+        # Both keyed by the key's digest. Separate, so a flood of wrong keys evicts only other
+        # wrong keys, never a paying tenant's entry.
+        self._tenants: TtlCache[Tenant] = TtlCache(cache_ttl_s, cache_max_entries)
+        self._rejected: TtlCache[bool] = TtlCache(cache_ttl_s, cache_max_entries)
+
+    def authenticate(self, api_key: str) -> Tenant:
+        parsed = self._parse(api_key)
+        cached = self._tenants.get(parsed.digest)
+        if cached is not None:
+            return cached
+        rows = self._run(
+            self._client.table("tenants")
+            .select(f"{_TENANT_COLUMNS}, key_hash")
+            .eq("key_prefix", parsed.prefix)
+            .limit(1)
+        )
+        if not rows or not digests_match(str(rows[0]["key_hash"]), parsed.digest):
+            self._reject(parsed)
+        tenant = _tenant(rows[0])
+        if not tenant.active:
+            self._reject(parsed)
+        self._tenants.put(parsed.digest, tenant)
+        return tenant
+
+    def authorize(self, api_key: str, chars: int) -> Tenant:
+        if chars < 0:
+            raise InvalidInput("character count must not be negative")
+        parsed = self._parse(api_key)
+        try:
+            result = self._run(
+                self._client.rpc(
+                    "authorize_request", {"p_key_hash": parsed.digest, "p_chars": chars}
+                )
+            )
+        except AuthUnavailable:
+            cached = self._tenants.get(parsed.digest)
+            if cached is None:
+                raise
+            _log.warning(
+                "tenant database unreachable: admitting cached tenant %s without checking "
+                "its rate limits or quota",
+                cached.id,
+            )
+            return cached
+        return self._decide(parsed, chars, _mapping(result))
+
+    def create_tenant(self, name: str, limits: TenantLimits | None = None) -> IssuedKey:
+        limits = limits or TenantLimits()
+
+        def insert(parsed: ParsedKey) -> list[dict[str, Any]]:
+            row = {"name": name, "key_prefix": parsed.prefix, "key_hash": parsed.digest}
+            return self._run(
+                self._client.table("tenants").insert({**row, **_limit_columns(limits)})
+            )
+
+        try:
+            return self._with_new_key(insert)
+        except _UniqueViolation as exc:
+            if exc.constraint != "tenants_name_key":
+                raise
+            # InternalError, as the SQLite store raises for the same case.
+            raise InternalError(f"a tenant named {name!r} already exists") from exc
+
+    def set_active(self, tenant_id: str, active: bool) -> Tenant:
+        return self._update(tenant_id, {"active": active})
+
+    def rotate_key(self, tenant_id: str) -> IssuedKey:
+        tenant_uuid = _tenant_uuid(tenant_id)
+
+        def update(parsed: ParsedKey) -> list[dict[str, Any]]:
+            columns = {"key_prefix": parsed.prefix, "key_hash": parsed.digest}
+            return self._run(self._client.table("tenants").update(columns).eq("id", tenant_uuid))
+
+        issued = self._with_new_key(update)
+        self._forget_keys()
+        return issued
+
+    def set_limits(self, tenant_id: str, limits: TenantLimits) -> Tenant:
+        return self._update(tenant_id, _limit_columns(limits))
+
+    def list_tenants(self) -> Sequence[Tenant]:
+        rows = self._run(self._client.table("tenants").select(_TENANT_COLUMNS).order("created_at"))
+        return [_tenant(row) for row in rows]
+
+    def find_by_name(self, name: str) -> Tenant | None:
+        rows = self._run(
+            self._client.table("tenants").select(_TENANT_COLUMNS).eq("name", name).limit(1)
+        )
+        return _tenant(rows[0]) if rows else None
+
+    def write_usage(self, rows: Sequence[UsageRecord]) -> None:
+        if not rows:
+            return
+        self._run(
+            self._client.table("usage_logs").upsert(
+                [_usage_row(row) for row in rows],
+                on_conflict="tenant_id,request_id",
+                ignore_duplicates=True,
+                returning=ReturnMethod.minimal,
+            )
+        )
+
+    def usage_by_day(self, tenant_id: str, days: int = 30) -> Sequence[DailyUsage]:
+        params = {"p_tenant_id": _tenant_uuid(tenant_id), "p_days": days}
+        rows = self._run(self._client.rpc("usage_by_day", params))
+        return [
+            DailyUsage(
+                day=date.fromisoformat(row["day"]),
+                requests=int(row["requests"]),
+                failed=int(row["failed"]),
+                input_chars=int(row["input_chars"]),
+                audio_seconds=float(row["audio_seconds"]),
+                audio_bytes=int(row["audio_bytes"]),
+            )
+            for row in rows
+        ]
+
+    def close(self) -> None:
+        self._forget_keys()
+        self._client.postgrest.aclose()
+
+    def _parse(self, api_key: str) -> ParsedKey:
+        parsed = parse_api_key(api_key)
+        if parsed is None or self._rejected.get(parsed.digest):
+            raise Unauthorized(_REJECTED)
+        return parsed
+
+    def _reject(self, parsed: ParsedKey) -> NoReturn:
+        self._rejected.put(parsed.digest, True)
+        raise Unauthorized(_REJECTED)
+
+    def _decide(self, parsed: ParsedKey, chars: int, result: Mapping[str, Any]) -> Tenant:
+        decision = result.get("decision")
+        if decision in ("unknown_key", "inactive"):
+            self._reject(parsed)
+        tenant = _tenant(_mapping(result.get("tenant")))
+        if decision == "allowed":
+            self._tenants.put(parsed.digest, tenant)
+            return tenant
+        limits = tenant.limits
+        # Same wording as the SQLite store, so clients see one message per limit.
+        if decision == "rate_limited_minute":
+            message = f"per-minute limit of {limits.requests_per_minute} requests reached"
+            raise RateLimited(message, int(result["retry_after_s"]))
+        if decision == "rate_limited_hour":
+            message = f"per-hour limit of {limits.requests_per_hour} requests reached"
+            raise RateLimited(message, int(result["retry_after_s"]))
+        if decision == "quota_exceeded":
+            raise QuotaExceeded(
+                f"{chars} characters would exceed the monthly quota "
+                f"({result['used']} of {limits.monthly_char_quota} used)"
+            )
+        raise InternalError(f"authorize_request returned an unknown decision {decision!r}")
+
+    def _update(self, tenant_id: str, columns: Mapping[str, Any]) -> Tenant:
+        rows = self._run(
+            self._client.table("tenants").update(dict(columns)).eq("id", _tenant_uuid(tenant_id))
+        )
+        if not rows:
+            raise NotFound(f"no tenant with id {tenant_id}")
+        # A changed tenant must not be served from this process's cache, nor a re-enabled key
+        # refused by it. Other workers catch up within one TTL.
+        self._forget_keys()
+        return _tenant(rows[0])
+
+    def _with_new_key(self, write: _KeyWriter) -> IssuedKey:
+        for attempt in range(_KEY_ATTEMPTS):
+            api_key = new_api_key()
+            parsed = parse_api_key(api_key)
+            assert parsed is not None  # new_api_key always makes a parseable key
+            try:
+                rows = write(parsed)
+            except _UniqueViolation as exc:
+                if exc.constraint == "tenants_key_prefix_key" and attempt + 1 < _KEY_ATTEMPTS:
+                    continue
+                raise
+            if not rows:
+                raise NotFound("no such tenant")
+            return IssuedKey(tenant=_tenant(rows[0]), api_key=api_key)
+        raise AssertionError("unreachable: the loop returns or raises")
+
+    def _forget_keys(self) -> None:
+        self._tenants.clear()
+        self._rejected.clear()
+
+    def _run(self, query: Any) -> Any:
+        """Execute one PostgREST request; its errors become ours, once, here."""
+        try:
+            return query.execute().data
+        except APIError as exc:
+            raise _translate(exc) from exc
+        except httpx.HTTPError as exc:
+            raise AuthUnavailable(f"tenant database unreachable ({type(exc).__name__})") from exc
+
+
+class _UniqueViolation(InternalError):
+    def __init__(self, constraint: str) -> None:
+        super().__init__(f"unique constraint {constraint} violated")
+        self.constraint = constraint
+
+
+def _translate(exc: APIError) -> TTSError:
+    code = exc.code or ""
+    if code in _UNAVAILABLE_CODES:
+        return AuthUnavailable(f"tenant database unreachable ({code})")
+    if code == _UNIQUE_VIOLATION:
+        # PostgREST's message: duplicate key value violates unique constraint "tenants_name_key"
+        return _UniqueViolation((exc.message or "").rpartition(" ")[2].strip('"'))
+    return InternalError(f"tenant database error {code}: {exc.message}")
+
+
+def _tenant_uuid(tenant_id: str) -> str:
+    """The id in canonical form; anything that is not a UUID names no tenant."""
+    try:
+        return str(uuid.UUID(tenant_id))
+    except ValueError as exc:
+        raise NotFound(f"no tenant with id {tenant_id}") from exc
+
+
+def _mapping(value: object) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise InternalError(f"unexpected reply from the tenant database: {type(value).__name__}")
+    return value
+
+
+def _tenant(row: Mapping[str, Any]) -> Tenant:
+    return Tenant(
+        id=str(row["id"]),
+        name=str(row["name"]),
+        active=bool(row["active"]),
+        key_prefix=str(row["key_prefix"]),
+        created_at=datetime.fromisoformat(str(row["created_at"])),
+        limits=TenantLimits(
+            monthly_char_quota=row["monthly_char_quota"],
+            requests_per_minute=row["requests_per_minute"],
+            requests_per_hour=row["requests_per_hour"],
+            max_voices=int(row["max_voices"]),
+        ),
+    )
+
+
+def _limit_columns(limits: TenantLimits) -> dict[str, int | None]:
+    return {
+        "monthly_char_quota": limits.monthly_char_quota,
+        "requests_per_minute": limits.requests_per_minute,
+        "requests_per_hour": limits.requests_per_hour,
+        "max_voices": limits.max_voices,
+    }
+
+
+def _usage_row(row: UsageRecord) -> dict[str, Any]:
+    return {
+        "tenant_id": row.tenant_id,
+        "request_id": row.request_id,
+        "action": row.action,
+        # A naive time is taken as UTC, not as the database session's time zone.
+        "created_at": (
+            row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC)
+        ).isoformat(),
+        "input_chars": row.input_chars,
+        "audio_bytes": row.audio_bytes,
+        "audio_seconds": row.audio_seconds,
+        "latency_ms": row.latency_ms,
+        "engine": row.engine,
+        "voice": row.voice,
+        "format": row.format,
+        "delivery": row.delivery,
+        "cached": row.cached,
+        "streaming": row.streaming,
+        "error_code": row.error_code,
+    }
