@@ -15,11 +15,22 @@ from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
+from handlers import greetings
 from handlers import synthesize as synth
 from handlers.health import health
 from handlers.voices import list_voices
 from shared.errors import InternalError, TTSError
-from shared.jobs import HealthJob, Job, SynthesizeJob, VoicesJob, dump, parse_job
+from shared.jobs import (
+    GreetingsGetJob,
+    GreetingsWarmJob,
+    GreetingsWarmResult,
+    HealthJob,
+    Job,
+    SynthesizeJob,
+    VoicesJob,
+    dump,
+    parse_job,
+)
 from shared.telemetry import JobEvent, log_job_event, usage_record
 from shared.worker import WorkerContext
 
@@ -61,8 +72,16 @@ def _start(job: Job, ctx: WorkerContext, event: JobEvent, started: float) -> Ite
         return iter([dump(health(ctx))])
     if isinstance(job, VoicesJob):
         return iter([dump(list_voices(ctx))])
-    assert isinstance(job, SynthesizeJob)
     assert event.request_id is not None
+    if isinstance(job, GreetingsGetJob):
+        result = greetings.get(job, ctx, tenant=tenant, request_id=event.request_id)
+        return iter([dump(result)])
+    if isinstance(job, GreetingsWarmJob):
+        phrases = greetings.prepare_phrases(job, ctx, tenant=tenant, request_id=event.request_id)
+        event.chars = sum(one.chars for one in phrases)
+        ctx.tenants.authorize(api_key, event.chars)
+        return _warmed(job, phrases, ctx, event)
+    assert isinstance(job, SynthesizeJob)
     prepared = synth.prepare(job, ctx, tenant=tenant, request_id=event.request_id, started=started)
     # Limits and quota are charged only for a job that is otherwise fit to run.
     authorize_started = time.perf_counter()
@@ -79,6 +98,22 @@ def _start(job: Job, ctx: WorkerContext, event: JobEvent, started: float) -> Ite
     if job.delivery == "stream":
         return _streamed(prepared, ctx, event)
     return _whole(prepared, ctx, event)
+
+
+def _warmed(
+    job: GreetingsWarmJob,
+    phrases: list[synth.PreparedSynthesis],
+    ctx: WorkerContext,
+    event: JobEvent,
+) -> Iterator[JobItem]:
+    entries = greetings.warm(job, phrases, ctx)
+    event.engine, event.voice = ctx.engine.name, phrases[0].voice
+    event.audio_bytes = sum(entry.bytes for entry in entries)
+    event.audio_s = round(sum(entry.duration_s for entry in entries), 3)
+    event.cached = all(entry.cached for entry in entries)
+    yield dump(
+        GreetingsWarmResult(engine=ctx.engine.name, voice=phrases[0].voice, greetings=entries)
+    )
 
 
 def _whole(

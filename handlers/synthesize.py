@@ -2,11 +2,15 @@
 
 Everything that can fail for a user (auth, language, voice, format, text) is checked in
 ``prepare`` before any audio is made, so a stream never opens only to fail on a bad field.
+Identical requests are answered from the tenant's audio cache without touching the engine, and
+identical requests in flight at once on one worker are synthesized once.
 """
 
 from __future__ import annotations
 
 import base64
+import json
+import logging
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,19 +20,25 @@ import numpy as np
 
 from shared.audio.encode import encode, open_stream_encoder, silence
 from shared.audio.formats import FORMAT_SPECS, FormatSpec, resolve_sample_rate
+from shared.cache import audio_cache
+from shared.cache.audio_cache import CacheEntry, CacheSlot
+from shared.cache.keys import audio_cache_key
 from shared.engines.base import Pcm
 from shared.errors import (
     ResultTooLarge,
+    StorageUnavailable,
     TextTooLong,
     UnsupportedFormat,
     UnsupportedLanguage,
     VoiceNotFound,
 )
 from shared.jobs import StageTimings, StreamChunk, SynthesisResult, SynthesizeJob
-from shared.storage.base import object_key
+from shared.storage.base import key_belongs_to, object_key
 from shared.tenants.base import Tenant
 from shared.text.plan import PlanItem, Silence, SpeechSegment, plan_ssml, plan_text, spoken_chars
 from shared.worker import WorkerContext
+
+_log = logging.getLogger(__name__)
 
 # RunPod keeps each streamed item under 1 MB; base64 adds a third, plus a little JSON.
 MAX_STREAM_AUDIO_BYTES = 512 * 1024
@@ -44,6 +54,7 @@ class PreparedSynthesis:
     out_rate: int
     plan: list[PlanItem]
     chars: int
+    cache_slot: CacheSlot
     auth_ms: float
     started: float
 
@@ -79,6 +90,17 @@ def prepare(
         raise TextTooLong(
             f"{chars} characters to speak; the limit is {ctx.settings.max_text_chars}"
         )
+    cache_key = audio_cache_key(
+        engine=engine.name,
+        model_version=engine.model_version,
+        voice=voice,
+        voice_version=None,
+        language=job.language,
+        speed=job.speed,
+        format=job.format,
+        sample_rate=out_rate,
+        text=_canonical_plan(plan),
+    )
     return PreparedSynthesis(
         job=job,
         tenant=tenant,
@@ -88,6 +110,7 @@ def prepare(
         out_rate=out_rate,
         plan=plan,
         chars=chars,
+        cache_slot=CacheSlot.of(tenant.id, engine.name, cache_key, spec.extension),
         auth_ms=0.0,
         started=started,
     )
@@ -99,6 +122,15 @@ class EncodedAudio:
     duration_s: float
     synth_ms: float
     encode_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Made:
+    """What one synthesis produced and, when it could be stored, where."""
+
+    audio: EncodedAudio
+    stored_key: str | None
+    store_error: StorageUnavailable | None
 
 
 def make_audio(prepared: PreparedSynthesis, ctx: WorkerContext) -> EncodedAudio:
@@ -119,53 +151,176 @@ def make_audio(prepared: PreparedSynthesis, ctx: WorkerContext) -> EncodedAudio:
     )
 
 
+def find_cached(prepared: PreparedSynthesis, ctx: WorkerContext) -> CacheEntry | None:
+    return audio_cache.lookup(ctx.storage, prepared.cache_slot)
+
+
 def synthesize(prepared: PreparedSynthesis, ctx: WorkerContext) -> SynthesisResult:
-    """Make the whole file, then hand it back inline or as a signed URL."""
-    job, engine = prepared.job, ctx.engine
-    audio = make_audio(prepared, ctx)
-    data = audio.data
+    """Answer from the cache when it can; otherwise make the file (once for identical requests
+    in flight) and hand it back inline or as a signed URL."""
+    job = prepared.job
+    if job.cache:
+        entry = find_cached(prepared, ctx)
+        if entry is not None:
+            cached = cached_result(prepared, ctx, entry)
+            if cached is not None:
+                return cached
+        made, ran = ctx.inflight.run(
+            prepared.cache_slot.audio_key, lambda: _make_and_store(prepared, ctx)
+        )
+        return _deliver(prepared, ctx, made, cached=not ran)
+    return _deliver(prepared, ctx, _make_and_store(prepared, ctx), cached=False)
+
+
+def cached_result(
+    prepared: PreparedSynthesis, ctx: WorkerContext, entry: CacheEntry
+) -> SynthesisResult | None:
+    """The job's result from a cache entry, never touching the engine (None: entry unusable)."""
     mark = time.perf_counter()
+    if not key_belongs_to(entry.audio_key, prepared.tenant.id):
+        return None  # never serve (or sign) another tenant's object
     url = expires_at = audio_base64 = None
-    if job.delivery == "base64":
-        if len(data) > ctx.settings.max_base64_bytes:
-            raise ResultTooLarge(
-                f"{len(data)} bytes of audio exceed the inline limit of "
-                f"{ctx.settings.max_base64_bytes}; use url delivery"
-            )
+    if prepared.job.delivery == "base64":
+        _check_inline_size(entry.bytes, ctx)
+        data = _read_or_none(ctx, entry.audio_key)
+        if data is None:
+            return None
         audio_base64 = base64.b64encode(data).decode("ascii")
     else:
-        key = object_key(prepared.tenant.id, engine.name, uuid.uuid4().hex, prepared.spec.extension)
-        ctx.storage.put(key, data, prepared.spec.content_type)
-        signed = ctx.storage.sign(key, ctx.settings.url_ttl_s)
+        signed = ctx.storage.sign(entry.audio_key, ctx.settings.url_ttl_s)
         url, expires_at = signed.url, signed.expires_at
-    deliver_ms = _ms_since(mark)
-
-    return SynthesisResult(
-        request_id=prepared.request_id,
-        engine=engine.name,
-        voice=prepared.voice,
-        language=job.language,
-        format=job.format,
-        content_type=prepared.spec.content_type,
-        sample_rate=prepared.out_rate,
-        duration_s=audio.duration_s,
-        bytes=len(data),
-        delivery="base64" if job.delivery == "base64" else "url",
+    audio = EncodedAudio(data=b"", duration_s=entry.duration_s, synth_ms=0.0, encode_ms=0.0)
+    return _result(
+        prepared,
+        ctx,
+        audio,
+        size=entry.bytes,
         url=url,
         expires_at=expires_at,
         audio_base64=audio_base64,
-        timings=StageTimings(
-            auth_ms=round(prepared.auth_ms, 3),
-            synth_ms=round(audio.synth_ms, 3),
-            encode_ms=round(audio.encode_ms, 3),
-            deliver_ms=round(deliver_ms, 3),
-            total_ms=round(_ms_since(prepared.started), 3),
-        ),
+        cached=True,
+        deliver_ms=_ms_since(mark),
+    )
+
+
+def _make_and_store(prepared: PreparedSynthesis, ctx: WorkerContext) -> _Made:
+    job = prepared.job
+    audio = make_audio(prepared, ctx)
+    if not job.cache and job.delivery == "base64":
+        return _Made(audio=audio, stored_key=None, store_error=None)
+    try:
+        if job.cache:
+            entry = CacheEntry(
+                audio_key=prepared.cache_slot.audio_key,
+                duration_s=audio.duration_s,
+                bytes=len(audio.data),
+                sample_rate=prepared.out_rate,
+            )
+            audio_cache.fill(
+                ctx.storage, prepared.cache_slot, entry, audio.data, prepared.spec.content_type
+            )
+            return _Made(audio=audio, stored_key=entry.audio_key, store_error=None)
+        key = object_key(
+            prepared.tenant.id, ctx.engine.name, uuid.uuid4().hex, prepared.spec.extension
+        )
+        ctx.storage.put(key, audio.data, prepared.spec.content_type)
+        return _Made(audio=audio, stored_key=key, store_error=None)
+    except StorageUnavailable as err:
+        _log.warning("storing audio failed for request %s: %s", prepared.request_id, err)
+        return _Made(audio=audio, stored_key=None, store_error=err)
+
+
+def _deliver(
+    prepared: PreparedSynthesis, ctx: WorkerContext, made: _Made, *, cached: bool
+) -> SynthesisResult:
+    mark = time.perf_counter()
+    data = made.audio.data
+    url = expires_at = audio_base64 = warning = None
+    if prepared.job.delivery == "url" and made.stored_key is not None:
+        signed = ctx.storage.sign(made.stored_key, ctx.settings.url_ttl_s)
+        url, expires_at = signed.url, signed.expires_at
+    else:
+        if prepared.job.delivery == "url":
+            # Storage failed: small audio still reaches the caller inline; large cannot.
+            if len(data) > ctx.settings.max_base64_bytes:
+                raise StorageUnavailable(
+                    f"audio storage is unavailable and {len(data)} bytes are too many to "
+                    "return inline; retry later"
+                ) from made.store_error
+            warning = "storage unavailable: audio returned inline as base64 instead of a URL"
+        _check_inline_size(len(data), ctx)
+        audio_base64 = base64.b64encode(data).decode("ascii")
+    return _result(
+        prepared,
+        ctx,
+        made.audio,
+        size=len(data),
+        url=url,
+        expires_at=expires_at,
+        audio_base64=audio_base64,
+        cached=cached,
+        deliver_ms=_ms_since(mark),
+        warning=warning,
+    )
+
+
+def _result(
+    prepared: PreparedSynthesis,
+    ctx: WorkerContext,
+    audio: EncodedAudio,
+    *,
+    size: int,
+    url: str | None,
+    expires_at: object,
+    audio_base64: str | None,
+    cached: bool,
+    deliver_ms: float,
+    warning: str | None = None,
+) -> SynthesisResult:
+    job = prepared.job
+    return SynthesisResult.model_validate(
+        {
+            "request_id": prepared.request_id,
+            "engine": ctx.engine.name,
+            "voice": prepared.voice,
+            "language": job.language,
+            "format": job.format,
+            "content_type": prepared.spec.content_type,
+            "sample_rate": prepared.out_rate,
+            "duration_s": audio.duration_s,
+            "bytes": size,
+            "delivery": "base64" if audio_base64 is not None else "url",
+            "url": url,
+            "expires_at": expires_at,
+            "audio_base64": audio_base64,
+            "cached": cached,
+            "warning": warning,
+            "timings": StageTimings(
+                auth_ms=round(prepared.auth_ms, 3),
+                synth_ms=0.0 if cached else round(audio.synth_ms, 3),
+                encode_ms=0.0 if cached else round(audio.encode_ms, 3),
+                deliver_ms=round(deliver_ms, 3),
+                total_ms=round(_ms_since(prepared.started), 3),
+            ),
+        }
     )
 
 
 def stream(prepared: PreparedSynthesis, ctx: WorkerContext) -> Iterator[StreamChunk]:
-    """Yield encoded chunks in order, the first as soon as the engine has the first audio."""
+    """Yield encoded chunks in order, the first as soon as the engine has the first audio.
+
+    A cached file is streamed as it is stored; streams read the cache but do not fill it.
+    """
+    if prepared.job.cache:
+        entry = find_cached(prepared, ctx)
+        data = None if entry is None else _read_or_none(ctx, entry.audio_key)
+        if entry is not None and data is not None:
+            yield from _stream_bytes(prepared, data, entry.duration_s)
+            return
+    yield from _stream_synthesized(prepared, ctx)
+
+
+def _stream_synthesized(prepared: PreparedSynthesis, ctx: WorkerContext) -> Iterator[StreamChunk]:
     job, engine = prepared.job, ctx.engine
     encoder = open_stream_encoder(
         job.format, in_rate=engine.sample_rate, out_rate=prepared.out_rate
@@ -186,23 +341,51 @@ def stream(prepared: PreparedSynthesis, ctx: WorkerContext) -> Iterator[StreamCh
     encode_mark = time.perf_counter()
     tail = encoder.close()
     encode_ms += _ms_since(encode_mark)
+    timings = StageTimings(
+        auth_ms=round(prepared.auth_ms, 3),
+        synth_ms=round(synth_ms, 3),
+        encode_ms=round(encode_ms, 3),
+    )
+    duration_s = round(samples / engine.sample_rate, 3)
+    yield from _final_chunks(prepared, seq, tail, sent, duration_s, timings, cached=False)
+
+
+def _stream_bytes(
+    prepared: PreparedSynthesis, data: bytes, duration_s: float
+) -> Iterator[StreamChunk]:
+    parts = _pieces(data)
+    for seq, part in enumerate(parts[:-1]):
+        yield _chunk(prepared, seq, part)
+    sent = len(data) - len(parts[-1]) if parts else 0
+    timings = StageTimings(auth_ms=round(prepared.auth_ms, 3))
+    last = parts[-1] if parts else b""
+    yield from _final_chunks(
+        prepared, max(len(parts) - 1, 0), last, sent, duration_s, timings, cached=True
+    )
+
+
+def _final_chunks(
+    prepared: PreparedSynthesis,
+    seq: int,
+    tail: bytes,
+    sent: int,
+    duration_s: float,
+    timings: StageTimings,
+    *,
+    cached: bool,
+) -> Iterator[StreamChunk]:
     parts = _pieces(tail) or [b""]
     for index, part in enumerate(parts):
-        final = index == len(parts) - 1
         sent += len(part)
-        chunk = _chunk(prepared, seq, part)
-        if final:
+        chunk = _chunk(prepared, seq + index, part)
+        if index == len(parts) - 1:
             chunk.final = True
-            chunk.duration_s = round(samples / engine.sample_rate, 3)
+            chunk.cached = cached
+            chunk.duration_s = duration_s
             chunk.bytes = sent
-            chunk.timings = StageTimings(
-                auth_ms=round(prepared.auth_ms, 3),
-                synth_ms=round(synth_ms, 3),
-                encode_ms=round(encode_ms, 3),
-                total_ms=round(_ms_since(prepared.started), 3),
-            )
+            timings.total_ms = round(_ms_since(prepared.started), 3)
+            chunk.timings = timings
         yield chunk
-        seq += 1
 
 
 def _render(
@@ -227,6 +410,33 @@ def _render(
                 item.text, voice=prepared.voice, language=job.language, speed=item.speed
             )
         first_speech = False
+
+
+def _canonical_plan(plan: list[PlanItem]) -> str:
+    """One string for what will be spoken, however it was asked (text or SSML)."""
+    items = [
+        ["pause", round(item.seconds, 3)]
+        if isinstance(item, Silence)
+        else [item.text, round(item.speed, 3)]
+        for item in plan
+    ]
+    return json.dumps(items, ensure_ascii=False, separators=(",", ":"))
+
+
+def _check_inline_size(size: int, ctx: WorkerContext) -> None:
+    if size > ctx.settings.max_base64_bytes:
+        raise ResultTooLarge(
+            f"{size} bytes of audio exceed the inline limit of "
+            f"{ctx.settings.max_base64_bytes}; use url delivery"
+        )
+
+
+def _read_or_none(ctx: WorkerContext, key: str) -> bytes | None:
+    try:
+        return ctx.storage.get(key)
+    except StorageUnavailable as err:
+        _log.warning("reading cached audio failed: %s", err)
+        return None
 
 
 def _pieces(data: bytes) -> list[bytes]:

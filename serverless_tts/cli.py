@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from serverless_tts.greetings_cli import add_greetings_commands
 from serverless_tts.tenant_admin import add_tenant_commands
 from shared.audio.formats import AudioFormat
 from shared.config import Settings
@@ -142,6 +143,7 @@ def _parser() -> argparse.ArgumentParser:
     say.set_defaults(run=_say)
 
     add_tenant_commands(commands)
+    add_greetings_commands(commands)
     commands.choices["tenants"].set_defaults(run=_tenants)
     return parser
 

@@ -15,6 +15,7 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    StrictBool,
     StrictStr,
     ValidationError,
     ValidationInfo,
@@ -51,32 +52,14 @@ class _Job(BaseModel):
     request_id: RequestId | None = None
 
 
-class SynthesizeJob(_Job):
-    """Speak ``text`` (plain) or ``ssml`` (a safe SSML subset): exactly one of them."""
+class _SpeechSettings(_Job):
+    """How to speak: shared by synthesize and greeting jobs, so both hit the same cache keys."""
 
-    action: Literal["synthesize"] = "synthesize"
-    text: StrictStr | None = None
-    ssml: StrictStr | None = None
     voice: str | None = Field(None, min_length=1, max_length=128, pattern=r"^[\w .'\-]+$")
     language: str = Field("en", pattern=r"^[a-z]{2}(-[a-z]{2})?$")
     speed: float = Field(1.0, ge=0.5, le=2.0, allow_inf_nan=False)
     format: AudioFormat = AudioFormat.WAV
     sample_rate: int | None = Field(None, strict=True)
-    delivery: Delivery = "url"
-
-    @field_validator("text", "ssml")
-    @classmethod
-    def _within_length_bound(cls, value: str | None, info: ValidationInfo) -> str | None:
-        limits = _limits_from(info)
-        # SSML markup is not spoken, so it may take up to twice the spoken bound.
-        bound = limits.max_text_chars * (2 if info.field_name == "ssml" else 1)
-        if value is not None and len(value) > bound:
-            raise PydanticCustomError(
-                "text_too_long",
-                "{field} has {length} characters; the limit is {bound}",
-                {"field": info.field_name, "length": len(value), "bound": bound},
-            )
-        return value
 
     @field_validator("sample_rate")
     @classmethod
@@ -89,11 +72,68 @@ class SynthesizeJob(_Job):
             )
         return value
 
+
+class SynthesizeJob(_SpeechSettings):
+    """Speak ``text`` (plain) or ``ssml`` (a safe SSML subset): exactly one of them."""
+
+    action: Literal["synthesize"] = "synthesize"
+    text: StrictStr | None = None
+    ssml: StrictStr | None = None
+    delivery: Delivery = "url"
+    cache: StrictBool = Field(True, description="false: always synthesize, never store a copy")
+
+    @field_validator("text", "ssml")
+    @classmethod
+    def _within_length_bound(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # SSML markup is not spoken, so it may take up to twice the spoken bound.
+        factor = 2 if info.field_name == "ssml" else 1
+        return _bounded(value, info, factor)
+
     @model_validator(mode="after")
     def _exactly_one_input(self) -> SynthesizeJob:
         if (self.text is None) == (self.ssml is None):
             raise PydanticCustomError("invalid_input", "give exactly one of text or ssml")
         return self
+
+
+MAX_GREETINGS = 100
+
+
+class GreetingsWarmJob(_SpeechSettings):
+    """Store a tenant's phrases in the audio cache ahead of time, so calls play them at once."""
+
+    action: Literal["greetings.warm"]
+    phrases: list[StrictStr] = Field(min_length=1, max_length=MAX_GREETINGS)
+
+    @field_validator("phrases")
+    @classmethod
+    def _each_within_bound(cls, phrases: list[str], info: ValidationInfo) -> list[str]:
+        for phrase in phrases:
+            _bounded(phrase, info, 1)
+        return phrases
+
+
+class GreetingsGetJob(_SpeechSettings):
+    """A signed URL for a warmed phrase, at once, or ``not_found``."""
+
+    action: Literal["greetings.get"]
+    text: StrictStr = Field(min_length=1)
+
+    @field_validator("text")
+    @classmethod
+    def _within_bound(cls, value: str, info: ValidationInfo) -> str:
+        return _bounded(value, info, 1) or value
+
+
+def _bounded(value: str | None, info: ValidationInfo, factor: int) -> str | None:
+    bound = _limits_from(info).max_text_chars * factor
+    if value is not None and len(value) > bound:
+        raise PydanticCustomError(
+            "text_too_long",
+            "{field} has {length} characters; the limit is {bound}",
+            {"field": info.field_name, "length": len(value), "bound": bound},
+        )
+    return value
 
 
 class VoicesJob(_Job):
@@ -108,11 +148,13 @@ class HealthJob(_Job):
     action: Literal["health"]
 
 
-Job = SynthesizeJob | VoicesJob | HealthJob
+Job = SynthesizeJob | VoicesJob | HealthJob | GreetingsWarmJob | GreetingsGetJob
 _JOBS_BY_ACTION: dict[str, type[_Job]] = {
     "synthesize": SynthesizeJob,
     "voices": VoicesJob,
     "health": HealthJob,
+    "greetings.warm": GreetingsWarmJob,
+    "greetings.get": GreetingsGetJob,
 }
 
 
@@ -181,6 +223,7 @@ class SynthesisResult(BaseModel):
     expires_at: datetime | None = None
     audio_base64: str | None = None
     cached: bool = False
+    warning: str | None = None
     timings: StageTimings
 
 
@@ -194,9 +237,25 @@ class StreamChunk(BaseModel):
     sample_rate: int
     audio_base64: str
     final: bool = False
+    cached: bool | None = None
     duration_s: float | None = None
     bytes: int | None = None
     timings: StageTimings | None = None
+
+
+class GreetingEntry(BaseModel):
+    text: str
+    cached: bool
+    url: str | None = None
+    expires_at: datetime | None = None
+    bytes: int
+    duration_s: float
+
+
+class GreetingsWarmResult(BaseModel):
+    engine: str
+    voice: str
+    greetings: list[GreetingEntry]
 
 
 class VoiceEntry(BaseModel):

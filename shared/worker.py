@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
+from shared.cache.single_flight import SingleFlight
 from shared.config import Settings
 from shared.engines.base import Engine
 from shared.engines.registry import load_engine
@@ -28,6 +30,8 @@ class WorkerContext:
     tenants: TenantStore
     storage: AudioStore
     usage: UsageWriter
+    # Identical cache misses in flight at once on this worker share one synthesis.
+    inflight: SingleFlight[Any] = field(default_factory=SingleFlight)
     started_at: float = field(default_factory=time.monotonic)
 
     @property

@@ -14,7 +14,7 @@ from pathlib import Path
 from urllib.parse import quote, urlencode
 
 from shared.audio.formats import FORMAT_SPECS
-from shared.errors import InternalError, InvalidInput, NotFound
+from shared.errors import InvalidInput, NotFound, StorageUnavailable
 from shared.storage.base import SignedUrl, check_url_ttl, is_valid_key
 
 AUDIO_ROUTE = "/audio/"
@@ -35,14 +35,14 @@ class LocalAudioStore:
 
     def put(self, key: str, data: bytes, content_type: str) -> None:
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(f".{path.name}.{secrets.token_hex(4)}.part")
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
             partial.write_bytes(data)
             os.replace(partial, path)  # readers never see half a file
         except OSError as exc:
             partial.unlink(missing_ok=True)
-            raise InternalError("could not write audio to local storage") from exc
+            raise StorageUnavailable("could not write audio to local storage") from exc
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
@@ -53,7 +53,7 @@ class LocalAudioStore:
         except FileNotFoundError:
             return None
         except OSError as exc:
-            raise InternalError("could not read audio from local storage") from exc
+            raise StorageUnavailable("could not read audio from local storage") from exc
 
     def sign(self, key: str, ttl_s: int) -> SignedUrl:
         self._path(key)  # validates the key

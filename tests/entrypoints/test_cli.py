@@ -6,9 +6,13 @@ from pathlib import Path
 
 import pytest
 
+from handlers.dispatch import run_job
 from serverless_tts.cli import main
+from shared.config import Settings
+from shared.engines.base import Engine
 from shared.errors import Unauthorized
 from shared.tenants.sqlite_store import SqliteTenantStore
+from shared.worker import build_worker
 from tests.audio_probe import audio_stream, ffprobe_json
 
 
@@ -63,3 +67,21 @@ def test_say_writes_a_playable_file(data_dir: Path, capsys: pytest.CaptureFixtur
     target = data_dir / "hello.mp3"
     run(capsys, "say", "Hello there.", "-o", str(target), "--format", "mp3")
     assert audio_stream(ffprobe_json(target.read_bytes(), "mp3"))["codec_name"] == "mp3"
+
+
+def test_greetings_warm_fills_the_cache_a_get_job_then_answers_from(
+    data_dir: Path, capsys: pytest.CaptureFixture[str], piper_engine: Engine
+) -> None:
+    key = key_of(run(capsys, "tenants", "create", "acme"))
+    tenant_id = SqliteTenantStore(data_dir / "tenants.sqlite3").authenticate(key).id
+    phrases = data_dir / "phrases.txt"
+    phrases.write_text("Thanks for calling Acme.\n\nPlease hold.\n", encoding="utf-8")
+    out = run(capsys, "greetings", "warm", "--tenant", tenant_id, "--file", str(phrases))
+    assert "2 greetings ready" in out
+    worker = build_worker(Settings(), engine=piper_engine)
+    try:
+        get = {"action": "greetings.get", "api_key": key, "text": "Please hold.", "format": "mp3"}
+        [result] = run_job(get, worker)
+    finally:
+        worker.close()
+    assert result["cached"] is True and result["url"]

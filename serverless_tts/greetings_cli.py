@@ -1,0 +1,77 @@
+"""``serverless-tts greetings warm``: fill a tenant's audio cache with its phrases, one per line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import uuid
+from pathlib import Path
+
+from handlers import greetings
+from shared.audio.formats import AudioFormat
+from shared.config import Settings
+from shared.errors import InvalidInput, NotFound
+from shared.jobs import GreetingsWarmJob, JobLimits, parse_job
+from shared.worker import build_worker
+
+# The operator runs this beside the tenant store, so no tenant key is checked (as with `say`).
+OPERATOR_KEY = "local-operator"
+
+
+def add_greetings_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    greetings_parser = commands.add_parser("greetings", help="pre-generate a tenant's phrases")
+    actions = greetings_parser.add_subparsers(required=True, metavar="ACTION")
+    warm = actions.add_parser("warm", help="synthesize phrases into the cache, with progress")
+    warm.add_argument("--tenant", required=True, help="tenant id (serverless-tts tenants list)")
+    warm.add_argument("--file", type=Path, required=True, help="one phrase per line")
+    warm.add_argument("--voice")
+    warm.add_argument("--language", default="en")
+    warm.add_argument("--speed", type=float, default=1.0)
+    warm.add_argument("--format", default="mp3", choices=[f.value for f in AudioFormat])
+    warm.add_argument("--sample-rate", type=int)
+    warm.set_defaults(run=warm_greetings)
+
+
+def warm_greetings(args: argparse.Namespace, settings: Settings) -> int:
+    phrases = [line.strip() for line in args.file.read_text(encoding="utf-8").splitlines()]
+    phrases = [phrase for phrase in phrases if phrase]
+    if not phrases:
+        raise InvalidInput(f"{args.file} has no phrases")
+    raw: dict[str, object] = {
+        "action": "greetings.warm",
+        "api_key": OPERATOR_KEY,
+        "phrases": phrases,
+        "language": args.language,
+        "speed": args.speed,
+        "format": args.format,
+    }
+    if args.voice:
+        raw["voice"] = args.voice
+    if args.sample_rate:
+        raw["sample_rate"] = args.sample_rate
+    job = parse_job(raw, JobLimits(max_text_chars=settings.max_text_chars))
+    assert isinstance(job, GreetingsWarmJob)
+    worker = build_worker(settings)
+    try:
+        tenant = next((t for t in worker.tenants.list_tenants() if t.id == args.tenant), None)
+        if tenant is None:
+            raise NotFound(f"no tenant with id {args.tenant}")
+        prepared = greetings.prepare_phrases(
+            job, worker, tenant=tenant, request_id=f"warm-{uuid.uuid4().hex}"
+        )
+        for done, one in enumerate(prepared, start=1):
+            single = job.model_copy(update={"phrases": [job.phrases[done - 1]]})
+            [entry] = greetings.warm(single, [one], worker)
+            _progress(done, len(prepared), "cached" if entry.cached else "made")
+    finally:
+        worker.close()
+    print(file=sys.stderr)
+    print(f"{len(prepared)} greetings ready for tenant {tenant.name}")
+    return 0
+
+
+def _progress(done: int, total: int, last: str) -> None:
+    width = 30
+    filled = width * done // total
+    bar = "#" * filled + "." * (width - filled)
+    print(f"\r[{bar}] {done}/{total} ({last})", end="", file=sys.stderr, flush=True)
