@@ -43,6 +43,8 @@ format: $(VENV)/.test-deps
 bench: $(VENV)/.test-deps
 	$(PY) -m bench.job_overhead
 	$(PY) -m bench.engines
+	$(PY) -m bench.auth_cost
+	$(PY) -m bench.cache_hit
 
 clean:
 	rm -rf $(VENV) .data .pytest_cache .ruff_cache .hypothesis
