@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from serverless_tts.greetings_cli import add_greetings_commands
+from serverless_tts.operator import OPERATOR_KEY, add_speech_arguments, speech_fields
 from serverless_tts.tenant_admin import add_tenant_commands
-from shared.audio.formats import AudioFormat
 from shared.config import Settings
 from shared.errors import TTSError
 from shared.jobs import JobLimits, SynthesizeJob, parse_job
@@ -21,10 +21,6 @@ from shared.telemetry import configure_logging
 from shared.tenants.base import IssuedKey, Tenant
 from shared.tenants.dev import ensure_dev_tenant
 from shared.worker import build_tenant_store, build_worker
-
-# `say` runs on the operator's own machine, beside the data directory, so there is no tenant to
-# authenticate; its audio is never stored, so this identity never reaches a storage key.
-LOCAL_OPERATOR = "local-operator"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -84,23 +80,14 @@ def _print_welcome(issued: IssuedKey | None, settings: Settings) -> None:
 def _say(args: argparse.Namespace, settings: Settings) -> int:
     from handlers.synthesize import make_audio, prepare
 
-    raw = {
-        "api_key": LOCAL_OPERATOR,
-        "format": args.format,
-        "language": args.language,
-        "speed": args.speed,
-        "delivery": "base64",
-        "ssml" if args.ssml else "text": args.text,
-    }
-    if args.voice:
-        raw["voice"] = args.voice
+    raw = {"delivery": "base64", "ssml" if args.ssml else "text": args.text, **speech_fields(args)}
     job = parse_job(raw, JobLimits(max_text_chars=settings.max_text_chars))
     assert isinstance(job, SynthesizeJob)
     worker = build_worker(settings)
     try:
         operator = Tenant(
-            id=LOCAL_OPERATOR,
-            name=LOCAL_OPERATOR,
+            id=OPERATOR_KEY,
+            name=OPERATOR_KEY,
             active=True,
             key_prefix="",
             created_at=datetime.now(UTC),
@@ -135,10 +122,7 @@ def _parser() -> argparse.ArgumentParser:
     say = commands.add_parser("say", help="speak TEXT into an audio file")
     say.add_argument("text")
     say.add_argument("-o", "--output", type=Path, required=True)
-    say.add_argument("--format", default="wav", choices=[f.value for f in AudioFormat])
-    say.add_argument("--voice")
-    say.add_argument("--language", default="en")
-    say.add_argument("--speed", type=float, default=1.0)
+    add_speech_arguments(say, default_format="wav")
     say.add_argument("--ssml", action="store_true", help="TEXT is SSML")
     say.set_defaults(run=_say)
 

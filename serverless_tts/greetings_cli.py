@@ -8,14 +8,11 @@ import uuid
 from pathlib import Path
 
 from handlers import greetings
-from shared.audio.formats import AudioFormat
+from serverless_tts.operator import add_speech_arguments, speech_fields
 from shared.config import Settings
 from shared.errors import InvalidInput, NotFound
 from shared.jobs import GreetingsWarmJob, JobLimits, parse_job
 from shared.worker import build_worker
-
-# The operator runs this beside the tenant store, so no tenant key is checked (as with `say`).
-OPERATOR_KEY = "local-operator"
 
 
 def add_greetings_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -24,11 +21,7 @@ def add_greetings_commands(commands: argparse._SubParsersAction) -> None:  # typ
     warm = actions.add_parser("warm", help="synthesize phrases into the cache, with progress")
     warm.add_argument("--tenant", required=True, help="tenant id (serverless-tts tenants list)")
     warm.add_argument("--file", type=Path, required=True, help="one phrase per line")
-    warm.add_argument("--voice")
-    warm.add_argument("--language", default="en")
-    warm.add_argument("--speed", type=float, default=1.0)
-    warm.add_argument("--format", default="mp3", choices=[f.value for f in AudioFormat])
-    warm.add_argument("--sample-rate", type=int)
+    add_speech_arguments(warm, default_format="mp3")
     warm.set_defaults(run=warm_greetings)
 
 
@@ -37,18 +30,7 @@ def warm_greetings(args: argparse.Namespace, settings: Settings) -> int:
     phrases = [phrase for phrase in phrases if phrase]
     if not phrases:
         raise InvalidInput(f"{args.file} has no phrases")
-    raw: dict[str, object] = {
-        "action": "greetings.warm",
-        "api_key": OPERATOR_KEY,
-        "phrases": phrases,
-        "language": args.language,
-        "speed": args.speed,
-        "format": args.format,
-    }
-    if args.voice:
-        raw["voice"] = args.voice
-    if args.sample_rate:
-        raw["sample_rate"] = args.sample_rate
+    raw = {"action": "greetings.warm", "phrases": phrases, **speech_fields(args)}
     job = parse_job(raw, JobLimits(max_text_chars=settings.max_text_chars))
     assert isinstance(job, GreetingsWarmJob)
     worker = build_worker(settings)
