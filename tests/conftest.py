@@ -6,6 +6,7 @@ skipped, so a CI image without an engine cannot pass by testing nothing.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,23 @@ from tests.xtts_checkpoint import (
     XTTS_TEST_STREAM_CHUNK_TOKENS,
     build_tiny_xtts_checkpoint,
 )
+
+
+def _load_anyio_eagerly() -> None:
+    """anyio imports its parts lazily, and pytest rewrites every module of a package that ships a
+    pytest plugin (anyio does). A first import inside a test server's thread then runs pytest's
+    AST rewrite there, and CPython 3.11 keeps AST state per process, so that can race another
+    parse ("AST constructor recursion depth mismatch"). Import it all now, in the main thread."""
+    import anyio
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name in dir(anyio):
+            if not name.startswith("_"):
+                getattr(anyio, name)
+
+
+_load_anyio_eagerly()
 
 pytest_plugins = ["tests.worker_fixtures", "tests.s3_server", "tests.supabase_fixtures"]
 
