@@ -10,7 +10,7 @@ from pathlib import Path
 from handlers import greetings
 from serverless_tts.operator import add_speech_arguments, speech_fields
 from shared.config import Settings
-from shared.errors import InvalidInput, NotFound
+from shared.errors import InvalidInput
 from shared.jobs import GreetingsWarmJob, JobLimits, parse_job
 from shared.worker import build_worker
 
@@ -35,9 +35,7 @@ def warm_greetings(args: argparse.Namespace, settings: Settings) -> int:
     assert isinstance(job, GreetingsWarmJob)
     worker = build_worker(settings)
     try:
-        tenant = next((t for t in worker.tenants.list_tenants() if t.id == args.tenant), None)
-        if tenant is None:
-            raise NotFound(f"no tenant with id {args.tenant}")
+        tenant = worker.tenants.get_tenant(args.tenant)
         prepared = greetings.prepare_phrases(
             job, worker, tenant=tenant, request_id=f"warm-{uuid.uuid4().hex}"
         )

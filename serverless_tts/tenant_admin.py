@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 
-from shared.errors import NotFound
 from shared.tenants.base import IssuedKey, Tenant, TenantLimits, TenantStore
-
-Command = Callable[[argparse.Namespace, TenantStore], None]
 
 
 def add_tenant_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -90,9 +86,7 @@ def _set_active(args: argparse.Namespace, store: TenantStore) -> None:
 
 
 def _set_limits(args: argparse.Namespace, store: TenantStore) -> None:
-    current = next((t for t in store.list_tenants() if t.id == args.tenant_id), None)
-    if current is None:
-        raise NotFound(f"no tenant with id {args.tenant_id}")
+    current = store.get_tenant(args.tenant_id)
     print(_describe(store.set_limits(args.tenant_id, _limits(args, current.limits))))
 
 

@@ -32,7 +32,6 @@ class TTSError(Exception):
     """Base of every user-visible failure; ``str(err)`` is ``"code: message"`` (RunPod's error)."""
 
     code: ClassVar[ErrorCode] = ErrorCode.INTERNAL
-    http_status: ClassVar[int] = 500
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -44,49 +43,40 @@ class TTSError(Exception):
 
 class InvalidInput(TTSError):
     code = ErrorCode.INVALID_INPUT
-    http_status = 400
 
 
 class InvalidSSML(TTSError):
     code = ErrorCode.INVALID_SSML
-    http_status = 400
 
 
 class TextTooLong(TTSError):
     code = ErrorCode.TEXT_TOO_LONG
-    http_status = 413
 
 
 class UnsupportedFormat(TTSError):
     code = ErrorCode.UNSUPPORTED_FORMAT
-    http_status = 400
 
 
 class UnsupportedLanguage(TTSError):
     code = ErrorCode.UNSUPPORTED_LANGUAGE
-    http_status = 400
 
 
 class VoiceNotFound(TTSError):
     code = ErrorCode.VOICE_NOT_FOUND
-    http_status = 404
 
 
 class Unauthorized(TTSError):
     code = ErrorCode.UNAUTHORIZED
-    http_status = 401
 
 
 class QuotaExceeded(TTSError):
     code = ErrorCode.QUOTA_EXCEEDED
-    http_status = 402
 
 
 class RateLimited(TTSError):
     """Too many requests in a window; ``retry_after_s`` says when the window reopens."""
 
     code = ErrorCode.RATE_LIMITED
-    http_status = 429
 
     def __init__(self, message: str, retry_after_s: int) -> None:
         super().__init__(f"{message}; retry after {retry_after_s} s")
@@ -97,29 +87,23 @@ class AuthUnavailable(TTSError):
     """The tenant database cannot be reached and the key is not cached: fail closed."""
 
     code = ErrorCode.AUTH_UNAVAILABLE
-    http_status = 503
 
 
 class StorageUnavailable(TTSError):
     code = ErrorCode.STORAGE_UNAVAILABLE
-    http_status = 503
 
 
 class ResultTooLarge(TTSError):
     code = ErrorCode.RESULT_TOO_LARGE
-    http_status = 413
 
 
 class NotFound(TTSError):
     code = ErrorCode.NOT_FOUND
-    http_status = 404
 
 
 class EngineUnavailable(TTSError):
     code = ErrorCode.ENGINE_UNAVAILABLE
-    http_status = 503
 
 
 class InternalError(TTSError):
     code = ErrorCode.INTERNAL
-    http_status = 500

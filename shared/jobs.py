@@ -26,7 +26,6 @@ from pydantic_core import PydanticCustomError
 
 from shared.audio.formats import SUPPORTED_SAMPLE_RATES, AudioFormat
 from shared.errors import (
-    ErrorCode,
     InvalidInput,
     TextTooLong,
     TTSError,
@@ -278,16 +277,6 @@ class HealthResult(BaseModel):
     sample_rate: int
     languages: list[str]
     uptime_s: float
-
-
-class ErrorBody(BaseModel):
-    code: ErrorCode
-    message: str
-    request_id: str | None = None
-
-    @classmethod
-    def from_error(cls, err: TTSError, request_id: str | None = None) -> ErrorBody:
-        return cls(code=err.code, message=err.message, request_id=request_id)
 
 
 def error_string(err: TTSError) -> str:

@@ -90,6 +90,10 @@ class TenantStore(Protocol):
 
     def create_tenant(self, name: str, limits: TenantLimits | None = None) -> IssuedKey: ...
 
+    def get_tenant(self, tenant_id: str) -> Tenant:
+        """The tenant with this id, active or not; ``NotFound`` otherwise."""
+        ...
+
     def set_active(self, tenant_id: str, active: bool) -> Tenant: ...
 
     def rotate_key(self, tenant_id: str) -> IssuedKey:

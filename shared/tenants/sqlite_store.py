@@ -160,16 +160,16 @@ class SqliteTenantStore:
                 )
         except sqlite3.IntegrityError as exc:
             raise InternalError(f"a tenant named {name!r} already exists") from exc
-        return IssuedKey(tenant=self._get(tenant_id), api_key=api_key)
+        return IssuedKey(tenant=self.get_tenant(tenant_id), api_key=api_key)
 
     def set_active(self, tenant_id: str, active: bool) -> Tenant:
         self._update(tenant_id, "active = ?", (int(active),))
-        return self._get(tenant_id)
+        return self.get_tenant(tenant_id)
 
     def rotate_key(self, tenant_id: str) -> IssuedKey:
         api_key, (prefix, digest) = _new_key()
         self._update(tenant_id, "key_prefix = ?, key_hash = ?", (prefix, digest))
-        return IssuedKey(tenant=self._get(tenant_id), api_key=api_key)
+        return IssuedKey(tenant=self.get_tenant(tenant_id), api_key=api_key)
 
     def set_limits(self, tenant_id: str, limits: TenantLimits) -> Tenant:
         self._update(
@@ -178,7 +178,7 @@ class SqliteTenantStore:
             " max_voices = ?",
             _limit_values(limits),
         )
-        return self._get(tenant_id)
+        return self.get_tenant(tenant_id)
 
     def list_tenants(self) -> Sequence[Tenant]:
         with self._transaction(immediate=False) as db:
@@ -252,7 +252,7 @@ class SqliteTenantStore:
             raise NotFound(f"no tenant with id {tenant_id}")
         self._cache.clear()
 
-    def _get(self, tenant_id: str) -> Tenant:
+    def get_tenant(self, tenant_id: str) -> Tenant:
         with self._transaction(immediate=False) as db:
             row = db.execute(
                 f"SELECT {_COLUMNS} FROM tenants WHERE id = ?", (tenant_id,)

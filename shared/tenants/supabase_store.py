@@ -193,6 +193,17 @@ class SupabaseTenantStore:
         rows = self._run(self._client.table("tenants").select(_TENANT_COLUMNS).order("created_at"))
         return [_tenant(row) for row in rows]
 
+    def get_tenant(self, tenant_id: str) -> Tenant:
+        rows = self._run(
+            self._client.table("tenants")
+            .select(_TENANT_COLUMNS)
+            .eq("id", _tenant_uuid(tenant_id))
+            .limit(1)
+        )
+        if not rows:
+            raise NotFound(f"no tenant with id {tenant_id}")
+        return _tenant(rows[0])
+
     def find_by_name(self, name: str) -> Tenant | None:
         rows = self._run(
             self._client.table("tenants").select(_TENANT_COLUMNS).eq("name", name).limit(1)

@@ -195,8 +195,11 @@ def test_limits_can_be_changed_and_unknown_tenants_are_not_found(
 ) -> None:
     issued = store.create_tenant("acme")
     assert store.set_limits(issued.tenant.id, UNLIMITED).limits == UNLIMITED
+    assert store.get_tenant(issued.tenant.id).limits == UNLIMITED
     with pytest.raises(NotFound):
         store.set_active("no-such-tenant", False)
+    with pytest.raises(NotFound):
+        store.get_tenant("no-such-tenant")
 
 
 def usage(tenant_id: str, request_id: str, **fields: object) -> UsageRecord:

@@ -229,6 +229,8 @@ def test_unknown_tenant_ids_are_not_found(store: SupabaseTenantStore) -> None:
         store.rotate_key(str(uuid.uuid4()))
     with pytest.raises(NotFound):
         store.set_active("not-a-uuid", False)
+    with pytest.raises(NotFound):
+        store.get_tenant(str(uuid.uuid4()))
 
 
 def test_duplicate_tenant_name_is_refused(store: SupabaseTenantStore) -> None:
@@ -241,6 +243,7 @@ def test_duplicate_tenant_name_is_refused(store: SupabaseTenantStore) -> None:
 def test_list_find_and_set_limits(store: SupabaseTenantStore) -> None:
     issued = store.create_tenant(unique_name("acme"))
     assert store.find_by_name(issued.tenant.name) == issued.tenant
+    assert store.get_tenant(issued.tenant.id) == issued.tenant
     assert store.find_by_name(unique_name("nobody")) is None
     assert issued.tenant.id in {tenant.id for tenant in store.list_tenants()}
     updated = store.set_limits(issued.tenant.id, UNLIMITED)
