@@ -78,8 +78,8 @@ def _start(job: Job, ctx: WorkerContext, event: JobEvent, started: float) -> Ite
         return iter([dump(result)])
     if isinstance(job, GreetingsWarmJob):
         phrases = greetings.prepare_phrases(job, ctx, tenant=tenant, request_id=event.request_id)
-        event.chars = sum(one.chars for one in phrases)
-        ctx.tenants.authorize(api_key, event.chars)
+        ctx.tenants.authorize(api_key, sum(one.chars for one in phrases))
+        _describe_speech(event, phrases, ctx)
         return _warmed(job, phrases, ctx, event)
     assert isinstance(job, SynthesizeJob)
     prepared = synth.prepare(job, ctx, tenant=tenant, request_id=event.request_id, started=started)
@@ -88,16 +88,24 @@ def _start(job: Job, ctx: WorkerContext, event: JobEvent, started: float) -> Ite
     ctx.tenants.authorize(api_key, prepared.chars)
     auth_ms += (time.perf_counter() - authorize_started) * 1000.0
     prepared = replace(prepared, auth_ms=auth_ms)
-    event.engine = ctx.engine.name
-    event.voice = prepared.voice
-    event.language = job.language
-    event.format = job.format.value
-    event.delivery = job.delivery
-    event.streaming = job.delivery == "stream"
-    event.chars = prepared.chars
+    _describe_speech(event, [prepared], ctx)
     if job.delivery == "stream":
         return _streamed(prepared, ctx, event)
     return _whole(prepared, ctx, event)
+
+
+def _describe_speech(
+    event: JobEvent, prepared: list[synth.PreparedSynthesis], ctx: WorkerContext
+) -> None:
+    """What the job will speak, for its log event and usage row."""
+    first = prepared[0]
+    event.engine = ctx.engine.name
+    event.voice = first.voice
+    event.language = first.job.language
+    event.format = first.job.format.value
+    event.delivery = first.job.delivery
+    event.streaming = first.job.delivery == "stream"
+    event.chars = sum(one.chars for one in prepared)
 
 
 def _warmed(
@@ -107,7 +115,6 @@ def _warmed(
     event: JobEvent,
 ) -> Iterator[JobItem]:
     entries = greetings.warm(job, phrases, ctx)
-    event.engine, event.voice = ctx.engine.name, phrases[0].voice
     event.audio_bytes = sum(entry.bytes for entry in entries)
     event.audio_s = round(sum(entry.duration_s for entry in entries), 3)
     event.cached = all(entry.cached for entry in entries)
@@ -133,6 +140,7 @@ def _streamed(
         if chunk.final:
             event.audio_s = chunk.duration_s or 0.0
             event.audio_bytes = chunk.bytes or 0
+            event.cached = bool(chunk.cached)
         yield dump(chunk)
 
 

@@ -8,6 +8,7 @@ with the same settings hit these entries too); ``get`` only looks in the cache.
 from __future__ import annotations
 
 from handlers import synthesize as synth
+from shared.cache import audio_cache
 from shared.errors import NotFound
 from shared.jobs import (
     GreetingEntry,
@@ -57,7 +58,7 @@ def get(
     prepared = synth.prepare(
         _as_synthesis(job, job.text), ctx, tenant=tenant, request_id=request_id
     )
-    entry = synth.find_cached(prepared, ctx)
+    entry = audio_cache.lookup(ctx.storage, prepared.cache_slot)
     result = None if entry is None else synth.cached_result(prepared, ctx, entry)
     if result is None:
         raise NotFound("no warmed greeting with this text and these settings; warm it first")

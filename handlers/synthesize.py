@@ -14,7 +14,8 @@ import logging
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
 
 import numpy as np
 
@@ -125,6 +126,17 @@ class EncodedAudio:
 
 
 @dataclass(frozen=True, slots=True)
+class _Delivered:
+    """How the audio reaches the caller: a signed URL, or inline base64."""
+
+    size: int
+    url: str | None = None
+    expires_at: datetime | None = None
+    audio_base64: str | None = None
+    warning: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class _Made:
     """What one synthesis produced and, when it could be stored, where."""
 
@@ -151,16 +163,12 @@ def make_audio(prepared: PreparedSynthesis, ctx: WorkerContext) -> EncodedAudio:
     )
 
 
-def find_cached(prepared: PreparedSynthesis, ctx: WorkerContext) -> CacheEntry | None:
-    return audio_cache.lookup(ctx.storage, prepared.cache_slot)
-
-
 def synthesize(prepared: PreparedSynthesis, ctx: WorkerContext) -> SynthesisResult:
     """Answer from the cache when it can; otherwise make the file (once for identical requests
     in flight) and hand it back inline or as a signed URL."""
     job = prepared.job
     if job.cache:
-        entry = find_cached(prepared, ctx)
+        entry = audio_cache.lookup(ctx.storage, prepared.cache_slot)
         if entry is not None:
             cached = cached_result(prepared, ctx, entry)
             if cached is not None:
@@ -179,28 +187,16 @@ def cached_result(
     mark = time.perf_counter()
     if not key_belongs_to(entry.audio_key, prepared.tenant.id):
         return None  # never serve (or sign) another tenant's object
-    url = expires_at = audio_base64 = None
     if prepared.job.delivery == "base64":
         _check_inline_size(entry.bytes, ctx)
         data = _read_or_none(ctx, entry.audio_key)
         if data is None:
             return None
-        audio_base64 = base64.b64encode(data).decode("ascii")
+        delivered = _inline(data)
     else:
-        signed = ctx.storage.sign(entry.audio_key, ctx.settings.url_ttl_s)
-        url, expires_at = signed.url, signed.expires_at
-    audio = EncodedAudio(data=b"", duration_s=entry.duration_s, synth_ms=0.0, encode_ms=0.0)
-    return _result(
-        prepared,
-        ctx,
-        audio,
-        size=entry.bytes,
-        url=url,
-        expires_at=expires_at,
-        audio_base64=audio_base64,
-        cached=True,
-        deliver_ms=_ms_since(mark),
-    )
+        delivered = _signed(ctx, entry.audio_key, entry.bytes)
+    timings = StageTimings(auth_ms=prepared.auth_ms, deliver_ms=_ms_since(mark))
+    return _result(prepared, ctx, entry.duration_s, delivered, timings, cached=True)
 
 
 def _make_and_store(prepared: PreparedSynthesis, ctx: WorkerContext) -> _Made:
@@ -235,74 +231,66 @@ def _deliver(
 ) -> SynthesisResult:
     mark = time.perf_counter()
     data = made.audio.data
-    url = expires_at = audio_base64 = warning = None
     if prepared.job.delivery == "url" and made.stored_key is not None:
-        signed = ctx.storage.sign(made.stored_key, ctx.settings.url_ttl_s)
-        url, expires_at = signed.url, signed.expires_at
+        delivered = _signed(ctx, made.stored_key, len(data))
+    elif prepared.job.delivery == "url":
+        # Storage failed: small audio still reaches the caller inline; large cannot.
+        if len(data) > ctx.settings.max_base64_bytes:
+            raise StorageUnavailable(
+                f"audio storage is unavailable and {len(data)} bytes are too many to "
+                "return inline; retry later"
+            ) from made.store_error
+        warning = "storage unavailable: audio returned inline as base64 instead of a URL"
+        delivered = replace(_inline(data), warning=warning)
     else:
-        if prepared.job.delivery == "url":
-            # Storage failed: small audio still reaches the caller inline; large cannot.
-            if len(data) > ctx.settings.max_base64_bytes:
-                raise StorageUnavailable(
-                    f"audio storage is unavailable and {len(data)} bytes are too many to "
-                    "return inline; retry later"
-                ) from made.store_error
-            warning = "storage unavailable: audio returned inline as base64 instead of a URL"
         _check_inline_size(len(data), ctx)
-        audio_base64 = base64.b64encode(data).decode("ascii")
-    return _result(
-        prepared,
-        ctx,
-        made.audio,
-        size=len(data),
-        url=url,
-        expires_at=expires_at,
-        audio_base64=audio_base64,
-        cached=cached,
+        delivered = _inline(data)
+    timings = StageTimings(
+        auth_ms=prepared.auth_ms,
+        synth_ms=0.0 if cached else made.audio.synth_ms,
+        encode_ms=0.0 if cached else made.audio.encode_ms,
         deliver_ms=_ms_since(mark),
-        warning=warning,
     )
+    return _result(prepared, ctx, made.audio.duration_s, delivered, timings, cached=cached)
+
+
+def _signed(ctx: WorkerContext, key: str, size: int) -> _Delivered:
+    signed = ctx.storage.sign(key, ctx.settings.url_ttl_s)
+    return _Delivered(size=size, url=signed.url, expires_at=signed.expires_at)
+
+
+def _inline(data: bytes) -> _Delivered:
+    return _Delivered(size=len(data), audio_base64=base64.b64encode(data).decode("ascii"))
 
 
 def _result(
     prepared: PreparedSynthesis,
     ctx: WorkerContext,
-    audio: EncodedAudio,
+    duration_s: float,
+    delivered: _Delivered,
+    timings: StageTimings,
     *,
-    size: int,
-    url: str | None,
-    expires_at: object,
-    audio_base64: str | None,
     cached: bool,
-    deliver_ms: float,
-    warning: str | None = None,
 ) -> SynthesisResult:
     job = prepared.job
-    return SynthesisResult.model_validate(
-        {
-            "request_id": prepared.request_id,
-            "engine": ctx.engine.name,
-            "voice": prepared.voice,
-            "language": job.language,
-            "format": job.format,
-            "content_type": prepared.spec.content_type,
-            "sample_rate": prepared.out_rate,
-            "duration_s": audio.duration_s,
-            "bytes": size,
-            "delivery": "base64" if audio_base64 is not None else "url",
-            "url": url,
-            "expires_at": expires_at,
-            "audio_base64": audio_base64,
-            "cached": cached,
-            "warning": warning,
-            "timings": StageTimings(
-                auth_ms=round(prepared.auth_ms, 3),
-                synth_ms=0.0 if cached else round(audio.synth_ms, 3),
-                encode_ms=0.0 if cached else round(audio.encode_ms, 3),
-                deliver_ms=round(deliver_ms, 3),
-                total_ms=round(_ms_since(prepared.started), 3),
-            ),
-        }
+    timings.total_ms = _ms_since(prepared.started)
+    return SynthesisResult(
+        request_id=prepared.request_id,
+        engine=ctx.engine.name,
+        voice=prepared.voice,
+        language=job.language,
+        format=job.format,
+        content_type=prepared.spec.content_type,
+        sample_rate=prepared.out_rate,
+        duration_s=duration_s,
+        bytes=delivered.size,
+        delivery="base64" if delivered.audio_base64 is not None else "url",
+        url=delivered.url,
+        expires_at=delivered.expires_at,
+        audio_base64=delivered.audio_base64,
+        cached=cached,
+        warning=delivered.warning,
+        timings=timings,
     )
 
 
@@ -312,10 +300,11 @@ def stream(prepared: PreparedSynthesis, ctx: WorkerContext) -> Iterator[StreamCh
     A cached file is streamed as it is stored; streams read the cache but do not fill it.
     """
     if prepared.job.cache:
-        entry = find_cached(prepared, ctx)
+        entry = audio_cache.lookup(ctx.storage, prepared.cache_slot)
         data = None if entry is None else _read_or_none(ctx, entry.audio_key)
         if entry is not None and data is not None:
-            yield from _stream_bytes(prepared, data, entry.duration_s)
+            timings = StageTimings(auth_ms=prepared.auth_ms)
+            yield from _final_chunks(prepared, 0, data, 0, entry.duration_s, timings, cached=True)
             return
     yield from _stream_synthesized(prepared, ctx)
 
@@ -341,27 +330,9 @@ def _stream_synthesized(prepared: PreparedSynthesis, ctx: WorkerContext) -> Iter
     encode_mark = time.perf_counter()
     tail = encoder.close()
     encode_ms += _ms_since(encode_mark)
-    timings = StageTimings(
-        auth_ms=round(prepared.auth_ms, 3),
-        synth_ms=round(synth_ms, 3),
-        encode_ms=round(encode_ms, 3),
-    )
+    timings = StageTimings(auth_ms=prepared.auth_ms, synth_ms=synth_ms, encode_ms=encode_ms)
     duration_s = round(samples / engine.sample_rate, 3)
     yield from _final_chunks(prepared, seq, tail, sent, duration_s, timings, cached=False)
-
-
-def _stream_bytes(
-    prepared: PreparedSynthesis, data: bytes, duration_s: float
-) -> Iterator[StreamChunk]:
-    parts = _pieces(data)
-    for seq, part in enumerate(parts[:-1]):
-        yield _chunk(prepared, seq, part)
-    sent = len(data) - len(parts[-1]) if parts else 0
-    timings = StageTimings(auth_ms=round(prepared.auth_ms, 3))
-    last = parts[-1] if parts else b""
-    yield from _final_chunks(
-        prepared, max(len(parts) - 1, 0), last, sent, duration_s, timings, cached=True
-    )
 
 
 def _final_chunks(
@@ -383,7 +354,7 @@ def _final_chunks(
             chunk.cached = cached
             chunk.duration_s = duration_s
             chunk.bytes = sent
-            timings.total_ms = round(_ms_since(prepared.started), 3)
+            timings.total_ms = _ms_since(prepared.started)
             chunk.timings = timings
         yield chunk
 

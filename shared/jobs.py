@@ -200,11 +200,18 @@ def _coded_error(exc: ValidationError) -> TTSError:
 class StageTimings(BaseModel):
     """Milliseconds per stage, so a slow job shows where its time went."""
 
+    model_config = ConfigDict(validate_assignment=True)
+
     auth_ms: float = 0.0
     synth_ms: float = 0.0
     encode_ms: float = 0.0
     deliver_ms: float = 0.0
     total_ms: float = 0.0
+
+    @field_validator("*")
+    @classmethod
+    def _microsecond_precision(cls, value: float) -> float:
+        return round(value, 3)
 
 
 class SynthesisResult(BaseModel):

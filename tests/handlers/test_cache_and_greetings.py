@@ -4,6 +4,7 @@ S3-compatible server (moto over HTTP)."""
 from __future__ import annotations
 
 import base64
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -12,12 +13,15 @@ import httpx
 import pytest
 
 from handlers.dispatch import run_job
+from handlers.synthesize import prepare
 from shared.engines.base import Engine, Pcm, VoiceInfo
 from shared.errors import ErrorCode, TTSError
+from shared.jobs import SynthesizeJob, parse_job
 from shared.storage.s3 import S3AudioStore
 from shared.tenants.base import UNLIMITED
 from shared.worker import WorkerContext, build_worker
 from tests.audio_probe import audio_stream, ffprobe_json
+from tests.s3_server import MotoS3, s3_client_for
 
 
 class CountingEngine:
@@ -131,11 +135,15 @@ def test_two_concurrent_identical_jobs_run_the_engine_once(
     def one() -> None:
         results.extend(run_job(job(key, text="Only once, please."), cache_worker))
 
+    tenant = cache_worker.tenants.authenticate(key)
+    parsed = parse_job(job(key, text="Only once, please."), cache_worker.limits)
+    assert isinstance(parsed, SynthesizeJob)
+    slot = prepare(parsed, cache_worker, tenant=tenant, request_id="probe").cache_slot
     threads = [threading.Thread(target=one) for _ in range(2)]
     for thread in threads:
         thread.start()
     # Release the engine only once the second job is waiting on the first one's synthesis.
-    while not any(cache_worker.inflight.waiting(k) for k in list(cache_worker.inflight._flights)):
+    while cache_worker.inflight.waiting(slot.audio_key) == 0:
         threading.Event().wait(0.01)
     engine.gate.set()
     for thread in threads:
@@ -154,6 +162,10 @@ def test_cached_stream_replays_the_stored_file(
     assert engine.calls == calls and chunks[-1]["cached"] is True
     streamed = b"".join(base64.b64decode(chunk["audio_base64"]) for chunk in chunks)
     assert streamed == base64.b64decode(whole["audio_base64"])
+    assert cache_worker.usage.flush(timeout_s=10)
+    db = sqlite3.connect(cache_worker.settings.sqlite_path)
+    cached_flags = [row[0] for row in db.execute("SELECT cached FROM usage_logs ORDER BY id")]
+    assert cached_flags == [0, 1]  # the replayed stream is billed as cached
 
 
 def test_tenants_never_share_cache_entries(
@@ -218,12 +230,17 @@ def test_s3_url_job_serves_identical_bytes_with_the_content_type(
 
 
 def test_storage_down_small_falls_back_to_base64_large_is_storage_unavailable(
-    engine: CountingEngine, dead_s3_store: S3AudioStore, settings: Any
+    engine: CountingEngine, s3_outage: MotoS3, settings: Any
 ) -> None:
-    worker = build_worker(settings, engine=engine, storage=dead_s3_store)  # type: ignore[arg-type]
+    client = s3_client_for(s3_outage.endpoint_url)
+    client.create_bucket(Bucket="outage")
+    store = S3AudioStore(client, bucket="outage", put_backoff_s=(0.0, 0.0))
+    worker = build_worker(settings, engine=engine, storage=store)  # type: ignore[arg-type]
     try:
         key_ = worker.tenants.create_tenant("acme", UNLIMITED).api_key
-        [small] = run_job(job(key_, format="mp3"), worker)
+        assert run_job(job(key_, format="mp3"), worker)[0]["delivery"] == "url"
+        s3_outage.stop()
+        [small] = run_job(job(key_, format="mp3", text="Storage is down."), worker)
         assert small["delivery"] == "base64" and "storage unavailable" in small["warning"]
         mp3 = base64.b64decode(small["audio_base64"])
         assert audio_stream(ffprobe_json(mp3, "mp3"))["codec_name"] == "mp3"
@@ -237,5 +254,8 @@ def test_storage_down_small_falls_back_to_base64_large_is_storage_unavailable(
         worker.settings = roomy
         [still] = run_job(job(key_, format="mp3", delivery="base64", text="Still here."), worker)
         assert still["bytes"] > 0
+        s3_outage.start()
+        [back] = run_job(job(key_, format="mp3", text="Storage is back."), worker)
+        assert back["delivery"] == "url" and "warning" not in back
     finally:
         worker.close()
