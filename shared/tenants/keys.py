@@ -22,9 +22,11 @@ class ParsedKey:
     digest: str
 
 
-def new_api_key() -> str:
+def new_api_key() -> tuple[str, ParsedKey]:
+    """A fresh key and what the store keeps of it (its prefix and digest)."""
     prefix = secrets.token_hex(4)
-    return f"{KEY_SCHEME}_{prefix}_{secrets.token_urlsafe(32)}"
+    api_key = f"{KEY_SCHEME}_{prefix}_{secrets.token_urlsafe(32)}"
+    return api_key, ParsedKey(prefix=prefix, digest=hash_api_key(api_key))
 
 
 def hash_api_key(api_key: str) -> str:

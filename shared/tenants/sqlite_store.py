@@ -12,12 +12,14 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import astuple
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-from shared.errors import InternalError, NotFound, QuotaExceeded, RateLimited, Unauthorized
+from shared.errors import InternalError, NotFound, Unauthorized
 from shared.tenants.base import DailyUsage, IssuedKey, Tenant, TenantLimits, UsageRecord
 from shared.tenants.cache import TtlCache
+from shared.tenants.decisions import check_chars, quota_exceeded, rate_limited
 from shared.tenants.keys import digests_match, new_api_key, parse_api_key
 from shared.tenants.windows import (
     HOUR_S,
@@ -136,6 +138,7 @@ class SqliteTenantStore:
         return tenant
 
     def authorize(self, api_key: str, chars: int) -> Tenant:
+        check_chars(chars)
         parsed = parse_api_key(api_key)
         if parsed is None:
             raise Unauthorized(_REJECTED)
@@ -147,7 +150,7 @@ class SqliteTenantStore:
 
     def create_tenant(self, name: str, limits: TenantLimits | None = None) -> IssuedKey:
         limits = limits or TenantLimits()
-        api_key, parsed = _new_key()
+        api_key, parsed = new_api_key()
         now = self._now()
         tenant_id = uuid.uuid4().hex
         try:
@@ -156,7 +159,7 @@ class SqliteTenantStore:
                     "INSERT INTO tenants (id, name, key_prefix, key_hash, active,"
                     " monthly_char_quota, requests_per_minute, requests_per_hour, max_voices,"
                     " created_at, updated_at) VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?)",
-                    (tenant_id, name, parsed[0], parsed[1], *_limit_values(limits), now, now),
+                    (tenant_id, name, parsed.prefix, parsed.digest, *astuple(limits), now, now),
                 )
         except sqlite3.IntegrityError as exc:
             raise InternalError(f"a tenant named {name!r} already exists") from exc
@@ -167,8 +170,8 @@ class SqliteTenantStore:
         return self.get_tenant(tenant_id)
 
     def rotate_key(self, tenant_id: str) -> IssuedKey:
-        api_key, (prefix, digest) = _new_key()
-        self._update(tenant_id, "key_prefix = ?, key_hash = ?", (prefix, digest))
+        api_key, parsed = new_api_key()
+        self._update(tenant_id, "key_prefix = ?, key_hash = ?", (parsed.prefix, parsed.digest))
         return IssuedKey(tenant=self.get_tenant(tenant_id), api_key=api_key)
 
     def set_limits(self, tenant_id: str, limits: TenantLimits) -> Tenant:
@@ -176,7 +179,7 @@ class SqliteTenantStore:
             tenant_id,
             "monthly_char_quota = ?, requests_per_minute = ?, requests_per_hour = ?,"
             " max_voices = ?",
-            _limit_values(limits),
+            astuple(limits),
         )
         return self.get_tenant(tenant_id)
 
@@ -293,9 +296,7 @@ def _charge(db: sqlite3.Connection, tenant: Tenant, chars: int, now: datetime) -
             (tenant.id, length_s, window_start(now, length_s)),
         ).fetchone()
         if (row[0] if row else 0) >= limit:
-            raise RateLimited(
-                f"{label} limit of {limit} requests reached", retry_after_s(now, length_s)
-            )
+            raise rate_limited(label, limit, retry_after_s(now, length_s))
     month = month_key(now)
     if limits.monthly_char_quota is not None:
         row = db.execute(
@@ -303,10 +304,7 @@ def _charge(db: sqlite3.Connection, tenant: Tenant, chars: int, now: datetime) -
         ).fetchone()
         used = row[0] if row else 0
         if used + chars > limits.monthly_char_quota:
-            raise QuotaExceeded(
-                f"{chars} characters would exceed the monthly quota "
-                f"({used} of {limits.monthly_char_quota} used)"
-            )
+            raise quota_exceeded(chars, used, limits.monthly_char_quota)
     for length_s, _, _ in windows:
         db.execute(
             "INSERT INTO rate_windows (tenant_id, window_s, window_start, requests)"
@@ -321,22 +319,6 @@ def _charge(db: sqlite3.Connection, tenant: Tenant, chars: int, now: datetime) -
         "INSERT INTO monthly_chars (tenant_id, month, chars) VALUES (?, ?, ?)"
         " ON CONFLICT DO UPDATE SET chars = chars + excluded.chars",
         (tenant.id, month, chars),
-    )
-
-
-def _new_key() -> tuple[str, tuple[str, str]]:
-    api_key = new_api_key()
-    parsed = parse_api_key(api_key)
-    assert parsed is not None  # new_api_key always makes a parseable key
-    return api_key, (parsed.prefix, parsed.digest)
-
-
-def _limit_values(limits: TenantLimits) -> tuple[int | None, int | None, int | None, int]:
-    return (
-        limits.monthly_char_quota,
-        limits.requests_per_minute,
-        limits.requests_per_hour,
-        limits.max_voices,
     )
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict
 from datetime import UTC, date, datetime
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
@@ -27,15 +28,13 @@ from supabase import Client, ClientOptions, create_client
 from shared.errors import (
     AuthUnavailable,
     InternalError,
-    InvalidInput,
     NotFound,
-    QuotaExceeded,
-    RateLimited,
     TTSError,
     Unauthorized,
 )
 from shared.tenants.base import DailyUsage, IssuedKey, Tenant, TenantLimits, UsageRecord
 from shared.tenants.cache import TtlCache
+from shared.tenants.decisions import check_chars, quota_exceeded, rate_limited
 from shared.tenants.keys import ParsedKey, digests_match, new_api_key, parse_api_key
 
 _log = logging.getLogger(__name__)
@@ -134,8 +133,7 @@ class SupabaseTenantStore:
         return tenant
 
     def authorize(self, api_key: str, chars: int) -> Tenant:
-        if chars < 0:
-            raise InvalidInput("character count must not be negative")
+        check_chars(chars)
         parsed = self._parse(api_key)
         try:
             result = self._run(
@@ -160,9 +158,7 @@ class SupabaseTenantStore:
 
         def insert(parsed: ParsedKey) -> list[dict[str, Any]]:
             row = {"name": name, "key_prefix": parsed.prefix, "key_hash": parsed.digest}
-            return self._run(
-                self._client.table("tenants").insert({**row, **_limit_columns(limits)})
-            )
+            return self._run(self._client.table("tenants").insert({**row, **asdict(limits)}))
 
         try:
             return self._with_new_key(insert)
@@ -187,7 +183,7 @@ class SupabaseTenantStore:
         return issued
 
     def set_limits(self, tenant_id: str, limits: TenantLimits) -> Tenant:
-        return self._update(tenant_id, _limit_columns(limits))
+        return self._update(tenant_id, asdict(limits))
 
     def list_tenants(self) -> Sequence[Tenant]:
         rows = self._run(self._client.table("tenants").select(_TENANT_COLUMNS).order("created_at"))
@@ -260,18 +256,13 @@ class SupabaseTenantStore:
             self._tenants.put(parsed.digest, tenant)
             return tenant
         limits = tenant.limits
-        # Same wording as the SQLite store, so clients see one message per limit.
         if decision == "rate_limited_minute":
-            message = f"per-minute limit of {limits.requests_per_minute} requests reached"
-            raise RateLimited(message, int(result["retry_after_s"]))
+            retry = int(result["retry_after_s"])
+            raise rate_limited("per-minute", limits.requests_per_minute, retry)
         if decision == "rate_limited_hour":
-            message = f"per-hour limit of {limits.requests_per_hour} requests reached"
-            raise RateLimited(message, int(result["retry_after_s"]))
+            raise rate_limited("per-hour", limits.requests_per_hour, int(result["retry_after_s"]))
         if decision == "quota_exceeded":
-            raise QuotaExceeded(
-                f"{chars} characters would exceed the monthly quota "
-                f"({result['used']} of {limits.monthly_char_quota} used)"
-            )
+            raise quota_exceeded(chars, int(result["used"]), limits.monthly_char_quota)
         raise InternalError(f"authorize_request returned an unknown decision {decision!r}")
 
     def _update(self, tenant_id: str, columns: Mapping[str, Any]) -> Tenant:
@@ -287,9 +278,7 @@ class SupabaseTenantStore:
 
     def _with_new_key(self, write: _KeyWriter) -> IssuedKey:
         for attempt in range(_KEY_ATTEMPTS):
-            api_key = new_api_key()
-            parsed = parse_api_key(api_key)
-            assert parsed is not None  # new_api_key always makes a parseable key
+            api_key, parsed = new_api_key()
             try:
                 rows = write(parsed)
             except _UniqueViolation as exc:
@@ -359,15 +348,6 @@ def _tenant(row: Mapping[str, Any]) -> Tenant:
             max_voices=int(row["max_voices"]),
         ),
     )
-
-
-def _limit_columns(limits: TenantLimits) -> dict[str, int | None]:
-    return {
-        "monthly_char_quota": limits.monthly_char_quota,
-        "requests_per_minute": limits.requests_per_minute,
-        "requests_per_hour": limits.requests_per_hour,
-        "max_voices": limits.max_voices,
-    }
 
 
 def _usage_row(row: UsageRecord) -> dict[str, Any]:

@@ -14,9 +14,12 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
+from shared.errors import AuthUnavailable, InternalError
 from shared.tenants.base import UsageRecord
 
 _log = logging.getLogger(__name__)
+# Failures that pass: the database or the network is away. The stores translate theirs to these.
+RETRIED_ERRORS: tuple[type[Exception], ...] = (AuthUnavailable, InternalError, OSError)
 WriteBatch = Callable[[Sequence[UsageRecord]], None]
 
 
@@ -40,7 +43,6 @@ class UsageWriter:
         self._stopping = threading.Event()
         self.written = 0
         self.dropped = 0
-        self.failed_attempts = 0
         self._thread = threading.Thread(target=self._run, name="usage-writer", daemon=True)
         self._thread.start()
 
@@ -99,13 +101,27 @@ class UsageWriter:
         while True:
             try:
                 self._write_batch(batch)
-            except Exception as exc:
-                self.failed_attempts += 1
+            except RETRIED_ERRORS as exc:
                 _log.warning("usage write of %d rows failed (%s); retrying", len(batch), exc)
                 if self._stopping.wait(delay):
                     self.dropped += len(batch)
                     return
                 delay = min(delay * 2, self._retry_max_s)
+            except Exception:
+                # A row the database will never take (a deleted tenant, a broken row) must not
+                # hold up the rows behind it: write one at a time and drop only what fails.
+                self._write_each(batch)
+                return
             else:
                 self.written += len(batch)
                 return
+
+    def _write_each(self, batch: list[UsageRecord]) -> None:
+        for row in batch:
+            try:
+                self._write_batch([row])
+            except Exception:
+                self.dropped += 1
+                _log.exception("usage row for request %s refused; dropped", row.request_id)
+            else:
+                self.written += 1

@@ -62,7 +62,8 @@ begin
     end if;
 
     -- The lock serializes every authorization of this tenant until this transaction commits.
-    select * into t from public.tenants where key_hash = p_key_hash for update;
+    -- NO KEY UPDATE: it does not wait for the key-share locks that usage_logs inserts take.
+    select * into t from public.tenants where key_hash = p_key_hash for no key update;
     if not found then
         return jsonb_build_object('decision', 'unknown_key');
     end if;

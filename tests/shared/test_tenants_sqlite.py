@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.errors import NotFound, QuotaExceeded, RateLimited, Unauthorized
+from shared.errors import InvalidInput, NotFound, QuotaExceeded, RateLimited, Unauthorized
 from shared.tenants.base import UNLIMITED, TenantLimits, UsageRecord
 from shared.tenants.cache import TtlCache
 from shared.tenants.dev import ensure_dev_tenant
@@ -231,3 +231,44 @@ def test_database_from_before_limits_gains_the_new_columns(tmp_path: Path) -> No
     old.close()
     issued = SqliteTenantStore(path).create_tenant("acme")
     assert issued.tenant.limits == TenantLimits()
+
+
+def test_negative_character_counts_are_refused(timed_store: SqliteTenantStore) -> None:
+    key = timed_store.create_tenant("acme", TenantLimits(monthly_char_quota=100)).api_key
+    with pytest.raises(InvalidInput):
+        timed_store.authorize(key, -1000)
+    with pytest.raises(QuotaExceeded):
+        timed_store.authorize(key, 101)
+
+
+def test_disabling_or_rotating_clears_this_processs_key_cache(tmp_path: Path) -> None:
+    store = SqliteTenantStore(tmp_path / "t.sqlite3", cache_ttl_s=3600)
+    issued = store.create_tenant("acme")
+    store.authenticate(issued.api_key)  # now cached for an hour
+    store.set_active(issued.tenant.id, False)
+    with pytest.raises(Unauthorized):
+        store.authenticate(issued.api_key)
+    store.set_active(issued.tenant.id, True)
+    store.authenticate(issued.api_key)
+    store.rotate_key(issued.tenant.id)
+    with pytest.raises(Unauthorized):
+        store.authenticate(issued.api_key)
+
+
+def test_usage_by_day_covers_only_the_requested_days(
+    timed_store: SqliteTenantStore, clock: Clock
+) -> None:
+    tenant = timed_store.create_tenant("acme").tenant
+    now = clock.now
+    timed_store.write_usage(
+        [
+            usage(tenant.id, "today", created_at=now, input_chars=1),
+            usage(tenant.id, "yesterday", created_at=now - timedelta(days=1), input_chars=2),
+            usage(tenant.id, "old", created_at=now - timedelta(days=40), input_chars=4),
+        ]
+    )
+    days = timed_store.usage_by_day(tenant.id, days=7)
+    assert [(d.day.isoformat(), d.input_chars) for d in days] == [
+        ("2026-11-20", 2),
+        ("2026-11-21", 1),
+    ]

@@ -93,3 +93,17 @@ def test_a_full_queue_drops_and_counts_instead_of_blocking_the_job() -> None:
     database.down.clear()
     writer.close()
     assert len(database.rows) + writer.dropped == 20
+
+
+def test_a_row_the_database_refuses_is_dropped_without_holding_up_the_others(
+    tmp_path: Path,
+) -> None:
+    store = SqliteTenantStore(tmp_path / "t.sqlite3")
+    tenant = store.create_tenant("acme").tenant
+    writer = UsageWriter(store.write_usage)
+    writer.record(row("good-1", tenant.id))
+    writer.record(row("orphan", "no-such-tenant"))  # violates the foreign key, forever
+    writer.record(row("good-2", tenant.id))
+    writer.close(timeout_s=10)
+    assert (writer.written, writer.dropped) == (2, 1)
+    assert store.usage_by_day(tenant.id)[0].requests == 2
