@@ -34,7 +34,7 @@ from shared.errors import (
     VoiceNotFound,
 )
 from shared.jobs import StageTimings, StreamChunk, SynthesisResult, SynthesizeJob
-from shared.storage.base import key_belongs_to, object_key
+from shared.storage.base import object_key
 from shared.tenants.base import Tenant
 from shared.text.plan import PlanItem, Silence, SpeechSegment, plan_ssml, plan_text, spoken_chars
 from shared.worker import WorkerContext
@@ -185,16 +185,16 @@ def cached_result(
 ) -> SynthesisResult | None:
     """The job's result from a cache entry, never touching the engine (None: entry unusable)."""
     mark = time.perf_counter()
-    if not key_belongs_to(entry.audio_key, prepared.tenant.id):
-        return None  # never serve (or sign) another tenant's object
+    # The slot is built from the authenticated tenant's id: a tenant only ever reads its own.
+    audio_key = prepared.cache_slot.audio_key
     if prepared.job.delivery == "base64":
         _check_inline_size(entry.bytes, ctx)
-        data = _read_or_none(ctx, entry.audio_key)
+        data = _read_or_none(ctx, audio_key)
         if data is None:
             return None
         delivered = _inline(data)
     else:
-        delivered = _signed(ctx, entry.audio_key, entry.bytes)
+        delivered = _signed(ctx, audio_key, entry.bytes)
     timings = StageTimings(auth_ms=prepared.auth_ms, deliver_ms=_ms_since(mark))
     return _result(prepared, ctx, entry.duration_s, delivered, timings, cached=True)
 
@@ -206,16 +206,10 @@ def _make_and_store(prepared: PreparedSynthesis, ctx: WorkerContext) -> _Made:
         return _Made(audio=audio, stored_key=None, store_error=None)
     try:
         if job.cache:
-            entry = CacheEntry(
-                audio_key=prepared.cache_slot.audio_key,
-                duration_s=audio.duration_s,
-                bytes=len(audio.data),
-                sample_rate=prepared.out_rate,
-            )
-            audio_cache.fill(
-                ctx.storage, prepared.cache_slot, entry, audio.data, prepared.spec.content_type
-            )
-            return _Made(audio=audio, stored_key=entry.audio_key, store_error=None)
+            entry = CacheEntry(duration_s=audio.duration_s, bytes=len(audio.data))
+            slot = prepared.cache_slot
+            audio_cache.fill(ctx.storage, slot, entry, audio.data, prepared.spec.content_type)
+            return _Made(audio=audio, stored_key=slot.audio_key, store_error=None)
         key = object_key(
             prepared.tenant.id, ctx.engine.name, uuid.uuid4().hex, prepared.spec.extension
         )
@@ -301,7 +295,7 @@ def stream(prepared: PreparedSynthesis, ctx: WorkerContext) -> Iterator[StreamCh
     """
     if prepared.job.cache:
         entry = audio_cache.lookup(ctx.storage, prepared.cache_slot)
-        data = None if entry is None else _read_or_none(ctx, entry.audio_key)
+        data = None if entry is None else _read_or_none(ctx, prepared.cache_slot.audio_key)
         if entry is not None and data is not None:
             timings = StageTimings(auth_ms=prepared.auth_ms)
             yield from _final_chunks(prepared, 0, data, 0, entry.duration_s, timings, cached=True)

@@ -11,6 +11,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.storage.base import MAX_URL_TTL_S, MIN_URL_TTL_S
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TTS_", extra="ignore")
@@ -83,7 +85,7 @@ class Settings(BaseSettings):
     url_signing_secret: SecretStr | None = Field(
         None, description="HMAC key for local URLs; default: a random one kept in TTS_DATA_DIR."
     )
-    url_ttl_s: int = Field(900, ge=60, le=7 * 24 * 3600)
+    url_ttl_s: int = Field(900, ge=MIN_URL_TTL_S, le=MAX_URL_TTL_S)
 
     # --- worker -------------------------------------------------------------------------------
     concurrency: int = Field(1, ge=1, le=64, description="Jobs per RunPod worker at once.")

@@ -22,7 +22,7 @@ from handlers.health import health
 from serverless_tts.web.job_queue import JobQueue
 from shared.errors import NotFound, TTSError
 from shared.jobs import HealthResult, error_string
-from shared.storage.local import LocalAudioStore, UrlRefused
+from shared.storage.local import AUDIO_ROUTE, LocalAudioStore, UrlRefused
 from shared.worker import WorkerContext, build_worker
 
 
@@ -96,7 +96,7 @@ def create_app(ctx: WorkerContext | None = None) -> FastAPI:
     async def health_route(request: Request) -> HealthResult:
         return health(request.app.state.worker)
 
-    @app.get("/audio/{key:path}")
+    @app.get(AUDIO_ROUTE + "{key:path}")
     async def audio(key: str, request: Request, expires: str = "", sig: str = "") -> FileResponse:
         storage = request.app.state.worker.storage
         if not isinstance(storage, LocalAudioStore):

@@ -20,12 +20,10 @@ META_EXTENSION = "json"
 
 @dataclass(frozen=True, slots=True)
 class CacheEntry:
-    """Where one cached audio lives and what it is."""
+    """What one cached audio is (it lives at its slot's ``audio_key``)."""
 
-    audio_key: str
     duration_s: float
     bytes: int
-    sample_rate: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,8 +36,6 @@ class AudioStore(Protocol):
 
     def put(self, key: str, data: bytes, content_type: str) -> None: ...
 
-    def exists(self, key: str) -> bool: ...
-
     def get(self, key: str) -> bytes | None:
         """The object's bytes, or None when there is no object at ``key``."""
         ...
@@ -54,13 +52,6 @@ def object_key(tenant_id: str, engine: str, object_id: str, extension: str) -> s
 
 def is_valid_key(key: str) -> bool:
     return _KEY_PATTERN.fullmatch(key) is not None
-
-
-def key_belongs_to(key: str, tenant_id: str) -> bool:
-    """Whether ``key`` is a well-formed key inside ``tenant_id``'s prefix (a handler's guard
-    before it signs or reads: a key from anywhere else must never reach the store)."""
-    match = _KEY_PATTERN.fullmatch(key)
-    return match is not None and match.group(1) == tenant_id
 
 
 def check_url_ttl(ttl_s: int) -> None:

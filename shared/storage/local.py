@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
 import secrets
 import time
 from datetime import UTC, datetime
@@ -18,6 +19,7 @@ from shared.errors import InvalidInput, NotFound, StorageUnavailable
 from shared.storage.base import SignedUrl, check_url_ttl, is_valid_key
 
 AUDIO_ROUTE = "/audio/"
+_EXPIRES = re.compile(r"[0-9]{1,12}")  # epoch seconds; str.isdigit() would let "²" through
 _CONTENT_TYPES = {spec.extension: spec.content_type for spec in FORMAT_SPECS.values()}
 
 
@@ -44,9 +46,6 @@ class LocalAudioStore:
             partial.unlink(missing_ok=True)
             raise StorageUnavailable("could not write audio to local storage") from exc
 
-    def exists(self, key: str) -> bool:
-        return self._path(key).is_file()
-
     def get(self, key: str) -> bytes | None:
         try:
             return self._path(key).read_bytes()
@@ -67,7 +66,7 @@ class LocalAudioStore:
 
     def open_signed(self, key: str, expires: str, sig: str, *, now: float | None = None) -> Path:
         """The file behind a signed URL; raise ``UrlRefused`` (403) or ``NotFound`` (404)."""
-        if not is_valid_key(key) or not expires.isdigit():
+        if not is_valid_key(key) or _EXPIRES.fullmatch(expires) is None:
             raise UrlRefused("malformed URL")
         expected = self._signature(key, int(expires))
         if not hmac.compare_digest(expected.encode(), sig.encode()):
@@ -99,8 +98,16 @@ def load_or_create_secret(path: Path) -> bytes:
     if path.exists():
         return bytes.fromhex(path.read_text().strip())
     path.parent.mkdir(parents=True, exist_ok=True)
-    secret = secrets.token_bytes(32)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    # Written whole under another name, then linked into place: a process starting at the same
+    # moment either wins the link or reads the winner's complete key, never a half-written one.
+    partial = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "w") as handle:
-        handle.write(secret.hex())
-    return secret
+        handle.write(secrets.token_bytes(32).hex())
+    try:
+        os.link(partial, path)
+    except FileExistsError:
+        pass
+    finally:
+        partial.unlink()
+    return bytes.fromhex(path.read_text().strip())

@@ -45,7 +45,7 @@ def connect_s3(
     path_style: bool,
     connect_timeout_s: float = 2,
     read_timeout_s: float = 10,
-    max_attempts: int = 2,
+    max_attempts: int = 1,
     session: boto3.session.Session | None = None,
 ) -> BaseClient:
     """An S3 client for any S3-compatible endpoint.
@@ -53,7 +53,8 @@ def connect_s3(
     ``endpoint_url`` None means AWS. R2: ``https://<account>.r2.cloudflarestorage.com``, region
     ``auto``. MinIO: its URL, path-style. Supabase: ``https://<project>.supabase.co/storage/v1/s3``,
     path-style, the project's region. Keys None fall back to boto3's own chain (e.g. an IAM role).
-    ``max_attempts`` counts every HTTP attempt, the first included. ``session``: reuse one to
+    ``max_attempts`` counts every HTTP attempt, the first included; 1 by default, because the
+    store retries uploads itself and two layers of retries would multiply. ``session``: reuse one to
     skip reloading the S3 service model (~0.2 s a client), e.g. in tests that build many.
     """
     config = Config(
@@ -130,19 +131,6 @@ class S3AudioStore:
                 if pause is None or not _is_transient(exc):
                     raise _unavailable("upload audio to", exc) from exc
             self._sleep(pause)
-
-    def exists(self, key: str) -> bool:
-        name = self._object_name(key)
-        try:
-            self._client.head_object(Bucket=self._bucket, Key=name)
-        except ClientError as exc:
-            # HEAD has no body, so a 404 carries no code; a missing bucket reads the same way.
-            if _status(exc) == 404:
-                return False
-            raise _unavailable("check audio in", exc) from exc
-        except BotoCoreError as exc:
-            raise _unavailable("check audio in", exc) from exc
-        return True
 
     def get(self, key: str) -> bytes | None:
         name = self._object_name(key)

@@ -7,15 +7,20 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from shared.audio.formats import AudioFormat
+from shared.cache import audio_cache
+from shared.cache.audio_cache import CacheEntry, CacheSlot
 from shared.cache.keys import audio_cache_key
 from shared.cache.single_flight import SingleFlight
 from shared.errors import InvalidInput
 from shared.storage.base import is_valid_key, object_key
+from shared.storage.local import LocalAudioStore
+from shared.storage.s3 import S3AudioStore
 
 BASE: dict[str, Any] = {
     "engine": "xtts",
@@ -199,3 +204,21 @@ def test_a_call_after_a_failed_flight_runs_again() -> None:
     with pytest.raises(ValueError, match="first try"):
         flight.run("k", fail)
     assert flight.run("k", lambda: 7) == (7, True)
+
+
+def test_cache_entry_round_trips_and_a_corrupt_sidecar_is_a_miss(tmp_path: Path) -> None:
+    store = LocalAudioStore(tmp_path, base_url="http://127.0.0.1:9", secret=b"s" * 32)
+    slot = CacheSlot.of("tenant1", "piper", "a" * 64, "mp3")
+    assert audio_cache.lookup(store, slot) is None
+    audio_cache.fill(store, slot, CacheEntry(duration_s=1.5, bytes=3), b"ID3", "audio/mpeg")
+    assert audio_cache.lookup(store, slot) == CacheEntry(duration_s=1.5, bytes=3)
+    assert store.get(slot.audio_key) == b"ID3"
+    store.put(slot.meta_key, b"{not json", "application/json")
+    assert audio_cache.lookup(store, slot) is None
+    store.put(slot.meta_key, b'{"duration_s": 1.5}', "application/json")  # a field missing
+    assert audio_cache.lookup(store, slot) is None
+
+
+def test_an_unreachable_store_is_a_miss_not_an_error(dead_s3_store: S3AudioStore) -> None:
+    slot = CacheSlot.of("tenant1", "piper", "a" * 64, "mp3")
+    assert audio_cache.lookup(dead_s3_store, slot) is None

@@ -62,8 +62,10 @@ def test_tampered_url_is_refused(store: LocalAudioStore, part: str) -> None:
 
 @pytest.mark.parametrize("key", ["../secret", "tts/../../etc/passwd", "tts/a/b/c", "/etc/passwd"])
 def test_keys_outside_the_layout_are_refused(store: LocalAudioStore, key: str) -> None:
-    with pytest.raises(UrlRefused):
-        store.open_signed(key, "9999999999", "0" * 64)
+    # A correct signature for the bad key: only the layout check can refuse it.
+    signature = store._signature(key, 9999999999)
+    with pytest.raises(UrlRefused, match="malformed"):
+        store.open_signed(key, "9999999999", signature)
     with pytest.raises(InvalidInput):
         store.put(key, b"x", "audio/wav")
 
@@ -79,3 +81,12 @@ def test_signing_secret_is_created_once_with_private_permissions(tmp_path: Path)
     first = load_or_create_secret(path)
     assert load_or_create_secret(path) == first and len(first) == 32
     assert path.stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize("expires", ["", "²", "1" * 5000, "-5", "12.5"])
+def test_malformed_expiry_is_refused_not_a_server_error(
+    store: LocalAudioStore, expires: str
+) -> None:
+    key = object_key("tenant1", "piper", "abc", "wav")
+    with pytest.raises(UrlRefused, match="malformed"):
+        store.open_signed(key, expires, "0" * 64)

@@ -14,7 +14,6 @@ from shared.storage.base import (
     MIN_URL_TTL_S,
     AudioStore,
     is_valid_key,
-    key_belongs_to,
     object_key,
 )
 from shared.storage.local import LocalAudioStore
@@ -45,12 +44,10 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> AudioStore:
 def test_stored_audio_reads_back_identical(store: AudioStore) -> None:
     data = bytes(range(256)) * 64
     store.put(KEY, data, "audio/mpeg")
-    assert store.exists(KEY) is True
     assert store.get(KEY) == data
 
 
 def test_absent_object_is_reported_absent_not_as_an_error(store: AudioStore) -> None:
-    assert store.exists(KEY) is False
     assert store.get(KEY) is None
 
 
@@ -63,7 +60,6 @@ def test_put_replaces_an_existing_object(store: AudioStore) -> None:
 def test_objects_of_other_tenants_are_separate(store: AudioStore) -> None:
     other = object_key("tenant2", "piper", "abc123", "mp3")
     store.put(KEY, b"mine", "audio/mpeg")
-    assert store.exists(other) is False
     assert store.get(other) is None
 
 
@@ -71,8 +67,6 @@ def test_objects_of_other_tenants_are_separate(store: AudioStore) -> None:
 def test_keys_outside_the_layout_are_refused_by_every_method(store: AudioStore, key: str) -> None:
     with pytest.raises(InvalidInput):
         store.put(key, b"x", "audio/mpeg")
-    with pytest.raises(InvalidInput):
-        store.exists(key)
     with pytest.raises(InvalidInput):
         store.get(key)
     with pytest.raises(InvalidInput):
@@ -99,18 +93,9 @@ def test_signed_url_expires_ttl_seconds_after_signing(store: AudioStore, ttl_s: 
     assert before + ttl_s <= signed.expires_at.timestamp() <= after + ttl_s
 
 
-def test_key_belongs_only_to_the_tenant_named_in_it() -> None:
-    assert key_belongs_to(KEY, "tenant1") is True
-    assert key_belongs_to(KEY, "tenant2") is False
-    assert key_belongs_to(KEY, "tenant") is False  # a prefix of the id is another tenant
-    assert key_belongs_to(object_key("tenant10", "piper", "abc", "mp3"), "tenant1") is False
-
-
 @pytest.mark.parametrize("key", BAD_KEYS)
-def test_malformed_keys_belong_to_no_tenant(key: str) -> None:
+def test_malformed_keys_are_not_valid(key: str) -> None:
     assert is_valid_key(key) is False
-    assert key_belongs_to(key, "tenant1") is False
-    assert key_belongs_to(key, "tenant2") is False
 
 
 def test_object_key_refuses_identifiers_that_would_escape_the_layout() -> None:
