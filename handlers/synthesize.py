@@ -19,7 +19,7 @@ from datetime import datetime
 
 import numpy as np
 
-from shared.audio.encode import encode, open_stream_encoder, silence
+from shared.audio.encode import encode, open_stream_encoder, pcm_duration_s, silence
 from shared.audio.formats import FORMAT_SPECS, FormatSpec, resolve_sample_rate
 from shared.cache import audio_cache
 from shared.cache.audio_cache import CacheEntry, CacheSlot
@@ -157,7 +157,7 @@ def make_audio(prepared: PreparedSynthesis, ctx: WorkerContext) -> EncodedAudio:
     )
     return EncodedAudio(
         data=data,
-        duration_s=round(len(pcm) / engine.sample_rate, 3),
+        duration_s=round(pcm_duration_s(len(pcm), engine.sample_rate), 3),
         synth_ms=synth_ms,
         encode_ms=_ms_since(mark),
     )
@@ -325,7 +325,7 @@ def _stream_synthesized(prepared: PreparedSynthesis, ctx: WorkerContext) -> Iter
     tail = encoder.close()
     encode_ms += _ms_since(encode_mark)
     timings = StageTimings(auth_ms=prepared.auth_ms, synth_ms=synth_ms, encode_ms=encode_ms)
-    duration_s = round(samples / engine.sample_rate, 3)
+    duration_s = round(pcm_duration_s(samples, engine.sample_rate), 3)
     yield from _final_chunks(prepared, seq, tail, sent, duration_s, timings, cached=False)
 
 

@@ -6,7 +6,6 @@ fresh checkout talks without downloading anything. piper is imported inside ``lo
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import threading
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from shared.engines.base import Pcm, VoiceInfo
+from shared.engines.fingerprint import fingerprint
 from shared.errors import EngineUnavailable, InvalidInput, UnsupportedLanguage, VoiceNotFound
 
 if TYPE_CHECKING:
@@ -140,8 +140,5 @@ def _languages(config: dict[str, Any]) -> frozenset[str]:
 
 
 def _model_version(model_path: Path, config_path: Path) -> str:
-    """Changes when the voice changes, without hashing the 60 MB model."""
-    digest = hashlib.sha256(config_path.read_bytes())
-    stat = model_path.stat()
-    digest.update(f"{model_path.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
-    return f"piper-{digest.hexdigest()[:16]}"
+    """Changes when the voice changes."""
+    return fingerprint("piper", [config_path], [model_path])

@@ -6,7 +6,6 @@ package becomes ``EngineUnavailable`` naming the extra to install.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import threading
 from collections.abc import Iterator, Sequence
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from shared.engines.base import Pcm, VoiceInfo
+from shared.engines.fingerprint import fingerprint
 from shared.errors import (
     EngineUnavailable,
     InvalidInput,
@@ -53,6 +53,7 @@ class SamplingParams:
 
 
 SAMPLING = SamplingParams()
+_SAMPLING_KWARGS = asdict(SAMPLING)  # built once: inference takes them on every call
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +82,6 @@ class XttsEngine:
         sample_rate: int,
         languages: frozenset[str],
         latents: dict[str, _Latents],
-        max_audio_tokens: int | None,
         stream_chunk_tokens: int,
     ) -> None:
         self._model = model
@@ -91,7 +91,6 @@ class XttsEngine:
         self.languages = languages
         # Voice id -> latents. Built-in speakers now; cloned voices are added here later.
         self._latents = latents
-        self.max_audio_tokens = max_audio_tokens
         self.stream_chunk_tokens = stream_chunk_tokens
         self._max_text_tokens = int(model.args.gpt_max_text_tokens)
         self._lock = threading.Lock()
@@ -167,7 +166,6 @@ class XttsEngine:
             sample_rate=int(config.model_args.output_sample_rate),
             languages=languages,
             latents=_speaker_latents(model, target),
-            max_audio_tokens=max_audio_tokens,
             stream_chunk_tokens=stream_chunk_tokens,
         )
         if warmup and engine.default_voice:
@@ -200,7 +198,7 @@ class XttsEngine:
                         latents.gpt_cond_latent,
                         latents.speaker_embedding,
                         speed=speed,
-                        **asdict(SAMPLING),
+                        **_SAMPLING_KWARGS,
                     )
                 except Exception as exc:
                     raise _inference_error(exc) from exc
@@ -229,7 +227,7 @@ class XttsEngine:
                     latents.speaker_embedding,
                     stream_chunk_size=self.stream_chunk_tokens,
                     speed=speed,
-                    **asdict(SAMPLING),
+                    **_SAMPLING_KWARGS,
                 )
                 try:
                     while True:
@@ -340,16 +338,9 @@ def _speaker_latents(model: Xtts, device: str) -> dict[str, _Latents]:
 
 
 def _model_version(model_dir: Path) -> str:
-    """Changes whenever the config, vocab or weights change, without reading 1.8 GB of weights."""
-    digest = hashlib.sha256()
-    for name in ("config.json", "vocab.json"):
-        digest.update((model_dir / name).read_bytes())
-    for name in ("model.pth", SPEAKERS_FILE):
-        path = model_dir / name
-        if path.is_file():
-            stat = path.stat()
-            digest.update(f"{name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
-    return f"xtts-{digest.hexdigest()[:16]}"
+    """Changes whenever the config, vocab, speakers or weights change."""
+    whole = [model_dir / name for name in ("config.json", "vocab.json", SPEAKERS_FILE)]
+    return fingerprint("xtts", whole, [model_dir / "model.pth"])
 
 
 def _to_pcm(audio: Any) -> Pcm:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from shared.errors import InvalidInput
 from shared.text.normalize import normalize_text
 from shared.text.split import split_segments
-from shared.text.ssml import MAX_RATE, MIN_RATE, Pause, parse_ssml
+from shared.text.ssml import Pause, clamp_rate, parse_ssml
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +34,7 @@ def _speed(speed: float) -> float:
     """Clamp to the range both engines render acceptably (the same range SSML rates use)."""
     if not math.isfinite(speed):
         raise InvalidInput(f"speed must be a finite number, got {speed}")
-    return min(max(speed, MIN_RATE), MAX_RATE)
+    return clamp_rate(speed)
 
 
 def _segments(text: str, limit: int, speed: float) -> list[SpeechSegment]:

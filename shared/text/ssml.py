@@ -137,7 +137,8 @@ def _parse_rate(value: str) -> float:
     return rate
 
 
-def _clamp_rate(rate: float) -> float:
+def clamp_rate(rate: float) -> float:
+    """A speaking rate within what both engines render acceptably."""
     return min(max(rate, MIN_RATE), MAX_RATE)
 
 
@@ -154,7 +155,7 @@ def _events(element: Element, rate: float, depth: int) -> Iterator[_Event]:
         alias = element.get("alias")
         if alias is None:
             raise InvalidSSML('<sub> needs an alias attribute, e.g. <sub alias="World Wide Web">')
-        yield _Text(alias, _clamp_rate(rate))
+        yield _Text(alias, clamp_rate(rate))
         return
     if tag in _SILENT_TAGS:
         return
@@ -163,11 +164,11 @@ def _events(element: Element, rate: float, depth: int) -> Iterator[_Event]:
     if tag in _BOUNDARY_TAGS:
         yield _Boundary(paragraph=tag == "p")
     if element.text:
-        yield _Text(element.text, _clamp_rate(rate))
+        yield _Text(element.text, clamp_rate(rate))
     for child in element:
         yield from _events(child, rate, depth + 1)
         if child.tail:
-            yield _Text(child.tail, _clamp_rate(rate))
+            yield _Text(child.tail, clamp_rate(rate))
     if tag in _BOUNDARY_TAGS:
         yield _Boundary(paragraph=tag == "p")
 

@@ -9,6 +9,7 @@ segment is exactly the engine's token cap long.
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 import threading
@@ -307,3 +308,11 @@ def test_missing_coqui_package_is_engine_unavailable_naming_the_extra(
     monkeypatch.setitem(sys.modules, "TTS.tts.models.xtts", None)  # as without .[xtts]
     with pytest.raises(EngineUnavailable, match=re.escape("pip install -e .[xtts]")):
         load_engine("xtts", xtts_model_dir=tiny_xtts_dir, xtts_device="cpu", xtts_warmup=False)
+
+
+def test_model_version_follows_contents_not_file_times(tiny_xtts_dir: Path) -> None:
+    from shared.engines.xtts import _model_version
+
+    before = _model_version(tiny_xtts_dir)
+    os.utime(tiny_xtts_dir / "model.pth", (1, 1))  # another worker's copy, another mtime
+    assert _model_version(tiny_xtts_dir) == before
