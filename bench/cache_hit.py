@@ -1,7 +1,8 @@
 """Cache hit vs cache miss, end to end through the job dispatcher, in one run.
 
 A hit is auth (cached) + one small read of the entry's sidecar + a presign: no engine. A miss is
-Piper synthesis + MP3 encoding + upload + presign. Storage is a real S3-compatible server on
+a lookup that finds nothing, then Piper synthesis + MP3 encoding + upload of audio and sidecar +
+presign. Storage is a real S3-compatible server on
 loopback (moto) and, for comparison, the local disk store.
 Run: ``python -m bench.cache_hit [--jobs N]``.
 """
@@ -14,15 +15,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from moto.server import ThreadedMotoServer
-
 from handlers.dispatch import run_job
 from shared.config import Settings
 from shared.engines.piper import PiperEngine
 from shared.storage.base import AudioStore
-from shared.storage.s3 import S3AudioStore, connect_s3
+from shared.storage.s3 import S3AudioStore
 from shared.tenants.base import UNLIMITED
 from shared.worker import build_storage, build_worker
+from tests.s3_server import MotoS3, s3_client_for
 
 PHRASE = "Thanks for calling Acme. How can I help you today?"
 
@@ -49,7 +49,8 @@ def bench_store(label: str, store: AudioStore, piper: PiperEngine, jobs: int, tm
     ctx = build_worker(settings, engine=piper, storage=store)
     key = ctx.tenants.create_tenant("bench", UNLIMITED).api_key
     job = {"api_key": key, "text": PHRASE, "format": "mp3"}
-    miss = timed(max(jobs // 10, 10), lambda n: run_job({**job, "cache": False}, ctx))
+    # A real miss: a phrase not yet cached (lookup, synthesis, encoding, upload, sidecar, presign).
+    miss = timed(max(jobs // 10, 10), lambda n: run_job({**job, "text": f"{PHRASE} ({n})"}, ctx))
     run_job(job, ctx)  # fill the entry
     hit = timed(jobs, lambda n: run_job(job, ctx))
     assert all(run_job(job, ctx)[0]["cached"] for _ in range(3))
@@ -64,28 +65,16 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=300)
     args = parser.parse_args()
     piper = PiperEngine.load()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server = MotoS3()
     server.start()
     try:
-        host, port = server.get_host_and_port()
-        client = connect_s3(
-            endpoint_url=f"http://{host}:{port}",
-            region="us-east-1",
-            access_key_id="bench",
-            secret_access_key="bench",
-            path_style=True,
-        )
+        client = s3_client_for(server.endpoint_url)
         client.create_bucket(Bucket="bench")
         with tempfile.TemporaryDirectory() as tmp:
-            bench_store(
-                "s3 (moto, loopback)",
-                S3AudioStore(client, bucket="bench"),
-                piper,
-                args.jobs,
-                Path(tmp),
-            )
-            settings = Settings(data_dir=Path(tmp) / "local")
-            bench_store("local disk", build_storage(settings), piper, args.jobs, Path(tmp))
+            s3 = S3AudioStore(client, bucket="bench")
+            bench_store("s3 (moto, loopback)", s3, piper, args.jobs, Path(tmp))
+            local = build_storage(Settings(data_dir=Path(tmp) / "local"))
+            bench_store("local disk", local, piper, args.jobs, Path(tmp))
     finally:
         server.stop()
 

@@ -112,6 +112,10 @@ class SqliteTenantStore:
         try:
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
+            # Every job commits its rate-window counts: in WAL mode NORMAL syncs at checkpoints,
+            # not at each commit (safe against a crash of the process; a power cut may lose the
+            # last counts, which the embedded dev store can afford).
+            self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA busy_timeout=5000")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.executescript(_SCHEMA)
