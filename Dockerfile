@@ -4,12 +4,17 @@
 #
 # COQUI_TOS_AGREED=1 states that you accept the Coqui Public Model License (non-commercial) for
 # the XTTS-v2 weights; the build refuses to download them otherwise.
+#
+# Layers go from slowest-changing to fastest: locked dependencies, then the weights, then the
+# code, so a code change rebuilds neither the 5 GB torch stack nor the 1.8 GB download.
 FROM nvidia/cuda:12.8.1-cudnn-runtime-ubuntu22.04
 
 ARG COQUI_TOS_AGREED=0
 ENV DEBIAN_FRONTEND=noninteractive \
     PYTHONUNBUFFERED=1 \
-    PIP_NO_CACHE_DIR=1
+    PIP_NO_CACHE_DIR=1 \
+    UV_NO_CACHE=1 \
+    UV_PYTHON_DOWNLOADS=never
 
 # ffmpeg: torchcodec (which coqui-tts's torchaudio uses) loads FFmpeg's shared libraries.
 RUN apt-get update \
@@ -19,17 +24,25 @@ RUN apt-get update \
 ENV PATH=/opt/venv/bin:$PATH
 
 WORKDIR /app
-COPY pyproject.toml README.md ./
-COPY shared ./shared
-COPY handlers ./handlers
-COPY serverless_tts ./serverless_tts
-# Same pinned torch/coqui stack as the CPU tests (pyproject's `xtts` extra).
-RUN pip install --upgrade pip && pip install '.[xtts]'
+# The installer (uv, hash-pinned), then the base and xtts requirements at the lock's versions
+# and hashes (-c): the same lock make, CI and the Modal image install from.
+COPY scripts/installer.lock scripts/lockfile.py ./scripts/
+RUN python3.11 -m venv /opt/tools \
+ && /opt/tools/bin/pip install --require-hashes --no-deps -r scripts/installer.lock
+COPY pyproject.toml requirements.lock README.md ./
+RUN /opt/tools/bin/python scripts/lockfile.py check \
+ && /opt/tools/bin/uv pip install --python /opt/venv/bin/python \
+      -c requirements.lock -r pyproject.toml --extra xtts
 
 # Bake the weights into the image so a cold start never downloads them.
 RUN test "$COQUI_TOS_AGREED" = "1" || { echo "set --build-arg COQUI_TOS_AGREED=1 to accept the CPML"; exit 1; } \
  && COQUI_TOS_AGREED=1 python -c "from TTS.utils.manage import ModelManager; ModelManager(output_prefix='/models').download_model('tts_models/multilingual/multi-dataset/xtts_v2')"
 
+COPY shared ./shared
+COPY handlers ./handlers
+COPY serverless_tts ./serverless_tts
+RUN /opt/tools/bin/uv pip install --python /opt/venv/bin/python --no-deps -b requirements.lock . \
+ && python scripts/lockfile.py installed
 COPY runpod_handler.py test_input.json ./
 
 ENV TTS_ENGINE=xtts \
