@@ -43,11 +43,12 @@ def main() -> None:
 
         warm, cold = store(cache_ttl_s=3600), store(cache_ttl_s=0)
         # Unlimited, so every authorize is allowed and does the full check-and-record.
-        api_key = warm.create_tenant("bench", UNLIMITED).api_key
+        issued = warm.create_tenant("bench", UNLIMITED)
+        api_key, tenant_id = issued.api_key, issued.tenant.id
         cases = {
             "authenticate, cache hit": lambda: warm.authenticate(api_key),
             "authenticate, cache miss": lambda: cold.authenticate(api_key),
-            "authorize RPC": lambda: warm.authorize(api_key, 50),
+            "authorize RPC": lambda: warm.authorize(tenant_id, 50),
         }
         results = {name: measure(call, args.calls) for name, call in cases.items()}
 

@@ -31,7 +31,7 @@ def add_tenant_commands(commands: argparse._SubParsersAction) -> None:  # type: 
         "set-limits", help="change the given limits (0 = unlimited); others stay as they are"
     )
     limits.add_argument("tenant_id")
-    _limit_arguments(limits, TenantLimits(None, None, None, 0))
+    _limit_arguments(limits, TenantLimits(None, None, None, None))
     limits.set_defaults(tenant_command=_set_limits)
 
     usage = actions.add_parser("usage", help="a tenant's usage totals per day")
@@ -59,7 +59,7 @@ def _limits(args: argparse.Namespace, current: TenantLimits | None = None) -> Te
         monthly_char_quota=pick(args.monthly_chars, current.monthly_char_quota),
         requests_per_minute=pick(args.per_minute, current.requests_per_minute),
         requests_per_hour=pick(args.per_hour, current.requests_per_hour),
-        max_voices=args.max_voices or current.max_voices,
+        max_voices=pick(args.max_voices, current.max_voices),
     )
 
 
@@ -110,5 +110,5 @@ def _describe(tenant: Tenant) -> str:
         f"{tenant.id}  {tenant.name}  stts_{tenant.key_prefix}_...  {state}"
         f"  chars/month={shown(limits.monthly_char_quota)}"
         f"  per-minute={shown(limits.requests_per_minute)}"
-        f"  per-hour={shown(limits.requests_per_hour)}  max-voices={limits.max_voices}"
+        f"  per-hour={shown(limits.requests_per_hour)}  max-voices={shown(limits.max_voices)}"
     )

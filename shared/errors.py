@@ -24,6 +24,10 @@ class ErrorCode(StrEnum):
     STORAGE_UNAVAILABLE = "storage_unavailable"
     RESULT_TOO_LARGE = "result_too_large"
     NOT_FOUND = "not_found"
+    CONFLICT = "conflict"
+    REQUEST_TOO_LARGE = "request_too_large"
+    QUEUE_FULL = "queue_full"
+    INVALID_CONFIG = "invalid_config"
     ENGINE_UNAVAILABLE = "engine_unavailable"
     INTERNAL = "internal"
 
@@ -99,6 +103,34 @@ class ResultTooLarge(TTSError):
 
 class NotFound(TTSError):
     code = ErrorCode.NOT_FOUND
+
+
+class Conflict(TTSError):
+    """The thing to create already exists (a tenant name, say)."""
+
+    code = ErrorCode.CONFLICT
+
+
+class RequestTooLarge(TTSError):
+    """A request body above the configured bound, refused before it is parsed."""
+
+    code = ErrorCode.REQUEST_TOO_LARGE
+
+
+class QueueFull(TTSError):
+    """The worker's job queue is at its bound; ``retry_after_s`` is a hint for clients."""
+
+    code = ErrorCode.QUEUE_FULL
+
+    def __init__(self, message: str, retry_after_s: int = 5) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class InvalidConfig(TTSError):
+    """A setting from the environment is out of bounds; the message names the variable."""
+
+    code = ErrorCode.INVALID_CONFIG
 
 
 class EngineUnavailable(TTSError):

@@ -217,20 +217,25 @@ class SupabaseStack:
     def _data_dir(self) -> Path:
         return self._root_dir / "data"
 
+    def apply_migration(self, migration: Path) -> None:
+        """Apply one migration file in one transaction, as ``supabase db push`` does; tests of
+        an upgrade start a stack on older files and apply the newer ones with this."""
+        command = [str(self._pg_bin / "psql"), *self._psql_args(), "-q", "--single-transaction"]
+        result = subprocess.run(
+            [*command, "-f", str(migration)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"migration {migration.name} failed: {result.stderr.strip()}")
+
     def _apply_migrations(self) -> None:
         migrations = sorted(self._migrations_dir.glob("*.sql"))
         if not migrations:
             raise RuntimeError(f"no migrations in {self._migrations_dir}")
         for migration in migrations:
-            command = [str(self._pg_bin / "psql"), *self._psql_args(), "-q", "--single-transaction"]
-            result = subprocess.run(
-                [*command, "-f", str(migration)],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if result.returncode != 0:
-                raise RuntimeError(f"migration {migration.name} failed: {result.stderr.strip()}")
+            self.apply_migration(migration)
 
     def _start_postgrest(self) -> None:
         env = {

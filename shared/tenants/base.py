@@ -1,12 +1,14 @@
 """The tenant-store protocol: the embedded SQLite store and the Supabase store both implement it.
 
 Auth is two steps with different costs: ``authenticate`` answers from an in-process cache when it
-can (a warm job pays no round trip); ``authorize`` applies the tenant's rate windows and monthly
-quota atomically across every worker, and records the consumption of an allowed request.
+can (a warm job pays no round trip); ``authorize`` charges the tenant it found, by id: it applies
+the sliding rate windows and the monthly quota atomically across every worker, and records an
+allowed request.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -20,11 +22,11 @@ class TenantLimits:
     monthly_char_quota: int | None = 1_000_000
     requests_per_minute: int | None = 60
     requests_per_hour: int | None = 1_000
-    max_voices: int = 10
+    max_voices: int | None = 10
 
 
 UNLIMITED = TenantLimits(
-    monthly_char_quota=None, requests_per_minute=None, requests_per_hour=None, max_voices=1_000
+    monthly_char_quota=None, requests_per_minute=None, requests_per_hour=None, max_voices=None
 )
 
 
@@ -48,7 +50,12 @@ class IssuedKey:
 
 @dataclass(frozen=True, slots=True)
 class UsageRecord:
-    """One job, billed or not: exactly one row per (tenant_id, request_id)."""
+    """One dispatched job, billed or not: exactly one row per (tenant_id, job_id).
+
+    ``request_id`` comes from the client and may repeat; ``job_id`` is the server's own id for
+    the job, so a reused request id still leaves one row per charged job, and a retried write of
+    the same row never counts twice.
+    """
 
     tenant_id: str
     request_id: str
@@ -65,6 +72,8 @@ class UsageRecord:
     cached: bool = False
     streaming: bool = False
     error_code: str | None = None
+    job_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    voice_version: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,12 +92,15 @@ class TenantStore(Protocol):
         the database is unreachable and the key is not cached (fail closed)."""
         ...
 
-    def authorize(self, api_key: str, chars: int) -> Tenant:
-        """Check the rate windows and the monthly quota for one request of ``chars`` characters
-        and record it; ``RateLimited`` (with retry-after) or ``QuotaExceeded`` charge nothing."""
+    def authorize(self, tenant_id: str, chars: int) -> Tenant:
+        """Charge one request of ``chars`` characters to an authenticated tenant, atomically
+        across processes: ``Unauthorized`` when the id is unknown or the tenant inactive;
+        ``RateLimited`` (with retry-after) or ``QuotaExceeded`` charge nothing."""
         ...
 
-    def create_tenant(self, name: str, limits: TenantLimits | None = None) -> IssuedKey: ...
+    def create_tenant(self, name: str, limits: TenantLimits | None = None) -> IssuedKey:
+        """``InvalidInput`` for a name ``check_name`` refuses; ``Conflict`` when it is taken."""
+        ...
 
     def get_tenant(self, tenant_id: str) -> Tenant:
         """The tenant with this id, active or not; ``NotFound`` otherwise."""
@@ -107,10 +119,12 @@ class TenantStore(Protocol):
     def find_by_name(self, name: str) -> Tenant | None: ...
 
     def write_usage(self, rows: Sequence[UsageRecord]) -> None:
-        """Insert rows, ignoring any (tenant_id, request_id) already there; raise on failure so
-        the background writer retries."""
+        """Insert rows, ignoring any (tenant_id, job_id) already there. ``AuthUnavailable`` when
+        the failure passes (the writer retries), ``InternalError`` when a row is refused."""
         ...
 
-    def usage_by_day(self, tenant_id: str, days: int = 30) -> Sequence[DailyUsage]: ...
+    def usage_by_day(self, tenant_id: str, days: int = 30) -> Sequence[DailyUsage]:
+        """Daily totals, oldest first; ``NotFound`` for an unknown tenant."""
+        ...
 
     def close(self) -> None: ...

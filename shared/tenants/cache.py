@@ -45,6 +45,10 @@ class TtlCache(Generic[V]):
             while len(self._entries) > self._max_entries:
                 self._entries.popitem(last=False)
 
+    def discard(self, key: str) -> None:
+        with self._lock:
+            self._entries.pop(key, None)
+
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()

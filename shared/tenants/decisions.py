@@ -2,12 +2,38 @@
 
 from __future__ import annotations
 
-from shared.errors import InvalidInput, QuotaExceeded, RateLimited
+import unicodedata
+
+from shared.errors import Conflict, InvalidInput, QuotaExceeded, RateLimited
+
+MAX_NAME_CHARS = 200
+_NAME_RULE = (
+    f"use 1-{MAX_NAME_CHARS} characters, not only whitespace, and no control characters"
+    " (newlines and tabs included)"
+)
 
 
 def check_chars(chars: int) -> None:
     if chars < 0:
         raise InvalidInput("character count must not be negative")
+
+
+def check_name(name: str) -> None:
+    """A tenant name is shown on one line in listings and logs; refuse what would break that
+    instead of silently changing it."""
+    if not name.strip():
+        raise InvalidInput(f"a tenant name must not be empty or only whitespace: {_NAME_RULE}")
+    if len(name) > MAX_NAME_CHARS:
+        raise InvalidInput(f"a tenant name of {len(name)} characters is too long: {_NAME_RULE}")
+    bad = next((c for c in name if unicodedata.category(c).startswith("C")), None)
+    if bad is not None:
+        raise InvalidInput(
+            f"a tenant name must not contain the control character U+{ord(bad):04X}: {_NAME_RULE}"
+        )
+
+
+def name_taken(name: str) -> Conflict:
+    return Conflict(f"a tenant named {name!r} already exists")
 
 
 def rate_limited(window: str, limit: int | None, retry_after_s: int) -> RateLimited:

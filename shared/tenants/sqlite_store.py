@@ -16,83 +16,102 @@ from dataclasses import astuple
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-from shared.errors import InternalError, NotFound, Unauthorized
+from shared.errors import AuthUnavailable, InternalError, NotFound, Unauthorized
 from shared.tenants.base import DailyUsage, IssuedKey, Tenant, TenantLimits, UsageRecord
 from shared.tenants.cache import TtlCache
-from shared.tenants.decisions import check_chars, quota_exceeded, rate_limited
+from shared.tenants.decisions import (
+    check_chars,
+    check_name,
+    name_taken,
+    quota_exceeded,
+    rate_limited,
+)
 from shared.tenants.keys import digests_match, new_api_key, parse_api_key
 from shared.tenants.windows import (
     HOUR_S,
+    KEPT_S,
     MINUTE_S,
+    US_PER_S,
     days_ago,
+    epoch_us,
     month_key,
     retry_after_s,
-    window_start,
 )
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS tenants (
-    id TEXT PRIMARY KEY,
-    name TEXT NOT NULL UNIQUE,
-    key_prefix TEXT NOT NULL UNIQUE,
-    key_hash TEXT NOT NULL,
-    active INTEGER NOT NULL DEFAULT 1,
-    monthly_char_quota INTEGER,
-    requests_per_minute INTEGER,
-    requests_per_hour INTEGER,
-    max_voices INTEGER NOT NULL DEFAULT 10,
-    created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS rate_windows (
-    tenant_id TEXT NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
-    window_s INTEGER NOT NULL,
-    window_start INTEGER NOT NULL,
-    requests INTEGER NOT NULL,
-    PRIMARY KEY (tenant_id, window_s, window_start)
-);
-CREATE TABLE IF NOT EXISTS monthly_chars (
-    tenant_id TEXT NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
-    month TEXT NOT NULL,
-    chars INTEGER NOT NULL,
-    PRIMARY KEY (tenant_id, month)
-);
-CREATE TABLE IF NOT EXISTS usage_logs (
-    id INTEGER PRIMARY KEY,
-    tenant_id TEXT NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
-    request_id TEXT NOT NULL,
-    action TEXT NOT NULL,
-    input_chars INTEGER NOT NULL,
-    audio_bytes INTEGER NOT NULL,
-    audio_seconds REAL NOT NULL,
-    latency_ms REAL NOT NULL,
-    engine TEXT,
-    voice TEXT,
-    format TEXT,
-    delivery TEXT,
-    cached INTEGER NOT NULL,
-    streaming INTEGER NOT NULL,
-    error_code TEXT,
-    created_at TEXT NOT NULL,
-    UNIQUE (tenant_id, request_id)
-);
-CREATE INDEX IF NOT EXISTS usage_logs_tenant_created ON usage_logs (tenant_id, created_at);
-"""
-# Columns added after the first release of this file: old databases get them on open.
-_ADDED_COLUMNS = {
-    "monthly_char_quota": "INTEGER",
-    "requests_per_minute": "INTEGER",
-    "requests_per_hour": "INTEGER",
-    "max_voices": "INTEGER NOT NULL DEFAULT 10",
+# Bump when a definition below changes. Files of an older version (``PRAGMA user_version``; 0 for
+# files made before it was set) have every table rebuilt on open, keeping the columns both
+# definitions share: SQLite cannot ALTER a constraint. A new column needs a default, or a source
+# in _DERIVED_COLUMNS.
+SCHEMA_VERSION = 1
+_TABLES = {
+    "tenants": """
+        CREATE TABLE {name} (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            key_prefix TEXT NOT NULL UNIQUE,
+            key_hash TEXT NOT NULL,
+            active INTEGER NOT NULL DEFAULT 1,
+            monthly_char_quota INTEGER,
+            requests_per_minute INTEGER,
+            requests_per_hour INTEGER,
+            max_voices INTEGER DEFAULT 10,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        )""",
+    # One row per allowed request in the last hour: the sliding windows' log.
+    "request_log": """
+        CREATE TABLE {name} (
+            tenant_id TEXT NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+            at_us INTEGER NOT NULL
+        )""",
+    "monthly_chars": """
+        CREATE TABLE {name} (
+            tenant_id TEXT NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+            month TEXT NOT NULL,
+            chars INTEGER NOT NULL,
+            PRIMARY KEY (tenant_id, month)
+        )""",
+    "usage_logs": """
+        CREATE TABLE {name} (
+            id INTEGER PRIMARY KEY,
+            tenant_id TEXT NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+            job_id TEXT NOT NULL,
+            request_id TEXT NOT NULL,
+            action TEXT NOT NULL,
+            input_chars INTEGER NOT NULL,
+            audio_bytes INTEGER NOT NULL,
+            audio_seconds REAL NOT NULL,
+            latency_ms REAL NOT NULL,
+            engine TEXT,
+            voice TEXT,
+            voice_version TEXT,
+            format TEXT,
+            delivery TEXT,
+            cached INTEGER NOT NULL,
+            streaming INTEGER NOT NULL,
+            error_code TEXT,
+            created_at TEXT NOT NULL,
+            UNIQUE (tenant_id, job_id)
+        )""",
 }
+_INDEXES = (
+    "CREATE INDEX usage_logs_tenant_created ON usage_logs (tenant_id, created_at)",
+    "CREATE INDEX usage_logs_tenant_request ON usage_logs (tenant_id, request_id)",
+    "CREATE INDEX request_log_tenant_at ON request_log (tenant_id, at_us)",
+)
+# Rows written before job ids existed were one per request id: it is their job id.
+_DERIVED_COLUMNS = {"usage_logs": {"job_id": "request_id"}}
+# Tables of older versions that nothing reads any more (fixed rate windows).
+_DROPPED_TABLES = ("rate_windows",)
+
 _COLUMNS = (
     "id, name, active, key_prefix, created_at,"
     " monthly_char_quota, requests_per_minute, requests_per_hour, max_voices"
 )
 _REJECTED = "invalid or disabled API key"
 _USAGE_COLUMNS = (
-    "tenant_id, request_id, action, input_chars, audio_bytes, audio_seconds, latency_ms,"
-    " engine, voice, format, delivery, cached, streaming, error_code, created_at"
+    "tenant_id, job_id, request_id, action, input_chars, audio_bytes, audio_seconds, latency_ms,"
+    " engine, voice, voice_version, format, delivery, cached, streaming, error_code, created_at"
 )
 
 Clock = Callable[[], datetime]
@@ -112,17 +131,13 @@ class SqliteTenantStore:
         try:
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
-            # Every job commits its rate-window counts: in WAL mode NORMAL syncs at checkpoints,
+            # Every job commits its request-log entry: in WAL mode NORMAL syncs at checkpoints,
             # not at each commit (safe against a crash of the process; a power cut may lose the
-            # last counts, which the embedded dev store can afford).
+            # last entries, which the embedded dev store can afford).
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA busy_timeout=5000")
+            _migrate(self._db)
             self._db.execute("PRAGMA foreign_keys=ON")
-            self._db.executescript(_SCHEMA)
-            existing = {row[1] for row in self._db.execute("PRAGMA table_info(tenants)")}
-            for column, declaration in _ADDED_COLUMNS.items():
-                if column not in existing:
-                    self._db.execute(f"ALTER TABLE tenants ADD COLUMN {column} {declaration}")
         except sqlite3.Error as exc:
             raise InternalError(f"cannot open the tenant database at {path}") from exc
         # Keyed by the key's digest, never the key; holds only successful lookups, so a
@@ -137,36 +152,45 @@ class SqliteTenantStore:
         if cached is not None:
             return cached
         with self._transaction(immediate=False) as db:
-            tenant = _lookup(db, parsed.prefix, parsed.digest)
+            row = db.execute(
+                f"SELECT {_COLUMNS}, key_hash FROM tenants WHERE key_prefix = ?", (parsed.prefix,)
+            ).fetchone()
+        if row is None or not digests_match(str(row[-1]), parsed.digest):
+            raise Unauthorized(_REJECTED)
+        tenant = _active(_tenant(row))
         self._cache.put(parsed.digest, tenant)
         return tenant
 
-    def authorize(self, api_key: str, chars: int) -> Tenant:
+    def authorize(self, tenant_id: str, chars: int) -> Tenant:
         check_chars(chars)
-        parsed = parse_api_key(api_key)
-        if parsed is None:
-            raise Unauthorized(_REJECTED)
         now = self._clock()
         with self._transaction(immediate=True) as db:
-            tenant = _lookup(db, parsed.prefix, parsed.digest)
+            row = db.execute(
+                f"SELECT {_COLUMNS} FROM tenants WHERE id = ?", (tenant_id,)
+            ).fetchone()
+            if row is None:
+                raise Unauthorized(_REJECTED)
+            tenant = _active(_tenant(row))
             _charge(db, tenant, chars, now)
         return tenant
 
     def create_tenant(self, name: str, limits: TenantLimits | None = None) -> IssuedKey:
+        check_name(name)
         limits = limits or TenantLimits()
         api_key, parsed = new_api_key()
         now = self._now()
         tenant_id = uuid.uuid4().hex
-        try:
-            with self._transaction(immediate=True) as db:
-                db.execute(
-                    "INSERT INTO tenants (id, name, key_prefix, key_hash, active,"
-                    " monthly_char_quota, requests_per_minute, requests_per_hour, max_voices,"
-                    " created_at, updated_at) VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?)",
-                    (tenant_id, name, parsed.prefix, parsed.digest, *astuple(limits), now, now),
-                )
-        except sqlite3.IntegrityError as exc:
-            raise InternalError(f"a tenant named {name!r} already exists") from exc
+        with self._transaction(immediate=True) as db:
+            # Checked inside the write transaction, so no other process can take the name
+            # between this check and the insert.
+            if db.execute("SELECT 1 FROM tenants WHERE name = ?", (name,)).fetchone():
+                raise name_taken(name)
+            db.execute(
+                "INSERT INTO tenants (id, name, key_prefix, key_hash, active,"
+                " monthly_char_quota, requests_per_minute, requests_per_hour, max_voices,"
+                " created_at, updated_at) VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?)",
+                (tenant_id, name, parsed.prefix, parsed.digest, *astuple(limits), now, now),
+            )
         return IssuedKey(tenant=self.get_tenant(tenant_id), api_key=api_key)
 
     def set_active(self, tenant_id: str, active: bool) -> Tenant:
@@ -197,19 +221,31 @@ class SqliteTenantStore:
             row = db.execute(f"SELECT {_COLUMNS} FROM tenants WHERE name = ?", (name,)).fetchone()
         return None if row is None else _tenant(row)
 
+    def get_tenant(self, tenant_id: str) -> Tenant:
+        with self._transaction(immediate=False) as db:
+            row = db.execute(
+                f"SELECT {_COLUMNS} FROM tenants WHERE id = ?", (tenant_id,)
+            ).fetchone()
+        if row is None:
+            raise NotFound(f"no tenant with id {tenant_id}")
+        return _tenant(row)
+
     def write_usage(self, rows: Sequence[UsageRecord]) -> None:
-        values = [_usage_values(row) for row in rows]
+        if not rows:
+            return
         placeholders = ", ".join("?" * len(_USAGE_COLUMNS.split(",")))
         with self._transaction(immediate=True) as db:
             db.executemany(
                 f"INSERT INTO usage_logs ({_USAGE_COLUMNS}) VALUES ({placeholders})"
-                " ON CONFLICT (tenant_id, request_id) DO NOTHING",
-                values,
+                " ON CONFLICT (tenant_id, job_id) DO NOTHING",
+                [_usage_values(row) for row in rows],
             )
 
     def usage_by_day(self, tenant_id: str, days: int = 30) -> Sequence[DailyUsage]:
         since = days_ago(self._clock(), days).isoformat()
         with self._transaction(immediate=False) as db:
+            if db.execute("SELECT 1 FROM tenants WHERE id = ?", (tenant_id,)).fetchone() is None:
+                raise NotFound(f"no tenant with id {tenant_id}")
             rows = db.execute(
                 "SELECT substr(created_at, 1, 10) AS day, count(*),"
                 " sum(error_code IS NOT NULL), sum(input_chars), sum(audio_seconds),"
@@ -235,6 +271,8 @@ class SqliteTenantStore:
 
     @contextmanager
     def _transaction(self, *, immediate: bool) -> Iterator[sqlite3.Connection]:
+        """One transaction; SQLite's errors become ours here: a busy or unreadable file passes
+        (``AuthUnavailable``, so the usage writer retries), anything else is refused for good."""
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
@@ -244,10 +282,10 @@ class SqliteTenantStore:
                     self._db.execute("ROLLBACK")
                     raise
                 self._db.execute("COMMIT")
-            except sqlite3.IntegrityError:
-                raise
+            except sqlite3.OperationalError as exc:
+                raise AuthUnavailable(f"the tenant database is unavailable ({exc})") from exc
             except sqlite3.Error as exc:
-                raise InternalError("the tenant database failed") from exc
+                raise InternalError(f"the tenant database refused the change ({exc})") from exc
 
     def _update(self, tenant_id: str, assignments: str, params: tuple[object, ...]) -> None:
         with self._transaction(immediate=True) as db:
@@ -259,48 +297,90 @@ class SqliteTenantStore:
             raise NotFound(f"no tenant with id {tenant_id}")
         self._cache.clear()
 
-    def get_tenant(self, tenant_id: str) -> Tenant:
-        with self._transaction(immediate=False) as db:
-            row = db.execute(
-                f"SELECT {_COLUMNS} FROM tenants WHERE id = ?", (tenant_id,)
-            ).fetchone()
-        if row is None:
-            raise NotFound(f"no tenant with id {tenant_id}")
-        return _tenant(row)
-
     def _now(self) -> str:
         return self._clock().isoformat()
 
 
-def _lookup(db: sqlite3.Connection, prefix: str, digest: str) -> Tenant:
-    row = db.execute(
-        f"SELECT {_COLUMNS}, key_hash FROM tenants WHERE key_prefix = ?", (prefix,)
-    ).fetchone()
-    if row is None or not digests_match(str(row[-1]), digest):
-        raise Unauthorized(_REJECTED)
-    tenant = _tenant(row)
+def _migrate(db: sqlite3.Connection) -> None:
+    """Bring the file to SCHEMA_VERSION in one transaction (a new file is version 0 too).
+
+    Foreign keys are off meanwhile: with them on, dropping the old ``tenants`` would cascade
+    into the usage rows being kept. ``foreign_key_check`` proves the copy left nothing dangling.
+    """
+    if _schema_version(db) == SCHEMA_VERSION:
+        return  # the usual open: no write lock taken
+    db.execute("PRAGMA foreign_keys=OFF")
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        # Read inside the write lock: another process may have migrated while this one waited.
+        version = _schema_version(db)
+        if version > SCHEMA_VERSION:
+            raise InternalError(
+                f"the tenant database has schema version {version}, newer than this code's"
+                f" {SCHEMA_VERSION}: upgrade serverless-tts"
+            )
+        if version < SCHEMA_VERSION:
+            for table, definition in _TABLES.items():
+                _rebuild(db, table, definition)
+            for table in _DROPPED_TABLES:
+                db.execute(f"DROP TABLE IF EXISTS {table}")
+            for index in _INDEXES:
+                db.execute(index)
+            if db.execute("PRAGMA foreign_key_check").fetchone() is not None:
+                raise InternalError("the tenant database has rows that point at no tenant")
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+
+
+def _schema_version(db: sqlite3.Connection) -> int:
+    return int(db.execute("PRAGMA user_version").fetchone()[0])
+
+
+def _rebuild(db: sqlite3.Connection, table: str, definition: str) -> None:
+    """Create ``table`` as defined, keeping the rows (and shared columns) of an existing one."""
+    old = _column_names(db, table)
+    if not old:
+        db.execute(definition.format(name=table))
+        return
+    staging = f"{table}_new"
+    db.execute(definition.format(name=staging))
+    sources = {name: name for name in _column_names(db, staging) if name in old}
+    for column, source in _DERIVED_COLUMNS.get(table, {}).items():
+        if column not in old and source in old:
+            sources[column] = source
+    db.execute(
+        f"INSERT INTO {staging} ({', '.join(sources)}) SELECT {', '.join(sources.values())}"
+        f" FROM {table}"
+    )
+    db.execute(f"DROP TABLE {table}")
+    db.execute(f"ALTER TABLE {staging} RENAME TO {table}")
+
+
+def _column_names(db: sqlite3.Connection, table: str) -> list[str]:
+    return [str(row[1]) for row in db.execute(f"PRAGMA table_info({table})")]
+
+
+def _active(tenant: Tenant) -> Tenant:
     if not tenant.active:
         raise Unauthorized(_REJECTED)
     return tenant
 
 
 def _charge(db: sqlite3.Connection, tenant: Tenant, chars: int, now: datetime) -> None:
-    """Refuse (charging nothing) or count the request in every window and the month."""
+    """Refuse (charging nothing) or log the request and count its characters in the month."""
     limits = tenant.limits
-    windows = [
+    now_us = epoch_us(now)
+    windows = (
         (MINUTE_S, limits.requests_per_minute, "per-minute"),
         (HOUR_S, limits.requests_per_hour, "per-hour"),
-    ]
+    )
     for length_s, limit, label in windows:
-        if limit is None:
-            continue
-        row = db.execute(
-            "SELECT requests FROM rate_windows WHERE tenant_id = ? AND window_s = ?"
-            " AND window_start = ?",
-            (tenant.id, length_s, window_start(now, length_s)),
-        ).fetchone()
-        if (row[0] if row else 0) >= limit:
-            raise rate_limited(label, limit, retry_after_s(now, length_s))
+        retry = _window_retry_after_s(db, tenant.id, limit, length_s, now_us)
+        if retry is not None:
+            raise rate_limited(label, limit, retry)
     month = month_key(now)
     if limits.monthly_char_quota is not None:
         row = db.execute(
@@ -309,21 +389,34 @@ def _charge(db: sqlite3.Connection, tenant: Tenant, chars: int, now: datetime) -
         used = row[0] if row else 0
         if used + chars > limits.monthly_char_quota:
             raise quota_exceeded(chars, used, limits.monthly_char_quota)
-    for length_s, _, _ in windows:
-        db.execute(
-            "INSERT INTO rate_windows (tenant_id, window_s, window_start, requests)"
-            " VALUES (?, ?, ?, 1) ON CONFLICT DO UPDATE SET requests = requests + 1",
-            (tenant.id, length_s, window_start(now, length_s)),
-        )
+    # Logged even when both windows are unlimited, so a limit set later starts from the truth.
+    db.execute("INSERT INTO request_log (tenant_id, at_us) VALUES (?, ?)", (tenant.id, now_us))
     db.execute(
-        "DELETE FROM rate_windows WHERE tenant_id = ? AND window_start < ?",
-        (tenant.id, window_start(now, HOUR_S)),
+        "DELETE FROM request_log WHERE tenant_id = ? AND at_us <= ?",
+        (tenant.id, now_us - KEPT_S * US_PER_S),
     )
     db.execute(
         "INSERT INTO monthly_chars (tenant_id, month, chars) VALUES (?, ?, ?)"
         " ON CONFLICT DO UPDATE SET chars = chars + excluded.chars",
         (tenant.id, month, chars),
     )
+
+
+def _window_retry_after_s(
+    db: sqlite3.Connection, tenant_id: str, limit: int | None, length_s: int, now_us: int
+) -> int | None:
+    """None when one more request fits in the window; else the seconds until one does."""
+    if limit is None:
+        return None
+    if limit <= 0:
+        return length_s  # nothing fits until the limit is raised
+    # The limit-th newest entry inside the window: a scan of at most ``limit`` index entries.
+    row = db.execute(
+        "SELECT at_us FROM request_log WHERE tenant_id = ? AND at_us > ?"
+        " ORDER BY at_us DESC LIMIT 1 OFFSET ?",
+        (tenant_id, now_us - length_s * US_PER_S, limit - 1),
+    ).fetchone()
+    return None if row is None else retry_after_s(int(row[0]), length_s, now_us)
 
 
 def _tenant(row: tuple[object, ...]) -> Tenant:
@@ -337,7 +430,7 @@ def _tenant(row: tuple[object, ...]) -> Tenant:
             monthly_char_quota=_optional_int(row[5]),
             requests_per_minute=_optional_int(row[6]),
             requests_per_hour=_optional_int(row[7]),
-            max_voices=int(str(row[8])),
+            max_voices=_optional_int(row[8]),
         ),
     )
 
@@ -349,6 +442,7 @@ def _optional_int(value: object) -> int | None:
 def _usage_values(row: UsageRecord) -> tuple[object, ...]:
     return (
         row.tenant_id,
+        row.job_id,
         row.request_id,
         row.action,
         row.input_chars,
@@ -357,6 +451,7 @@ def _usage_values(row: UsageRecord) -> tuple[object, ...]:
         row.latency_ms,
         row.engine,
         row.voice,
+        row.voice_version,
         row.format,
         row.delivery,
         int(row.cached),

@@ -1,13 +1,15 @@
 """The Supabase tenant store: tenants, usage and limits in Postgres, reached over PostgREST.
 
 Every worker shares one database, so the rate windows and the monthly quota hold across workers:
-``authorize`` is a single RPC (``authorize_request``, see ``supabase/migrations/``) that locks
+``authorize`` is a single RPC (``authorize_tenant``, see ``supabase/migrations/``) that locks
 the tenant's row, checks and records in one transaction. ``authenticate`` answers from an
 in-process cache first (hits and misses alike), so a warm job pays no round trip.
 
-Failure policy: if the database cannot be reached, a key this process has recently seen keeps
-working (limits unchecked, a warning logged) and any other key fails closed with
-``AuthUnavailable``. Keys are never logged; caches are keyed by the key's digest.
+Failure policy: if the database cannot be reached, a tenant this process has recently
+authenticated keeps working (limits unchecked, a warning logged) and any other fails closed with
+``AuthUnavailable``. Only such passing trouble is ``AuthUnavailable``; everything else the
+database refuses is ``InternalError``, so the usage writer retries only what can succeed later.
+Keys are never logged; key caches are keyed by the key's digest.
 """
 
 from __future__ import annotations
@@ -34,7 +36,13 @@ from shared.errors import (
 )
 from shared.tenants.base import DailyUsage, IssuedKey, Tenant, TenantLimits, UsageRecord
 from shared.tenants.cache import TtlCache
-from shared.tenants.decisions import check_chars, quota_exceeded, rate_limited
+from shared.tenants.decisions import (
+    check_chars,
+    check_name,
+    name_taken,
+    quota_exceeded,
+    rate_limited,
+)
 from shared.tenants.keys import ParsedKey, digests_match, new_api_key, parse_api_key
 
 _log = logging.getLogger(__name__)
@@ -44,11 +52,15 @@ _TENANT_COLUMNS = (
     " requests_per_hour, max_voices"
 )
 _REJECTED = "invalid or disabled API key"
-# PostgREST's "cannot reach the database" codes (connection, pool timeout, schema cache not
-# loaded), and what a proxy in front of it says when PostgREST itself is down.
+# Failures that pass. PostgREST's "cannot reach the database" codes (connection, pool timeout,
+# schema cache not loaded); what a proxy in front of it says when PostgREST itself is down; and
+# Postgres SQLSTATEs a retry can get past: serialization failure, deadlock, statement timeout,
+# shutdown or crash of the server. Whole classes: 08 (connection) and 53 (out of resources).
 _UNAVAILABLE_CODES = frozenset(
     {"PGRST000", "PGRST001", "PGRST002", "PGRST003", "502", "503", "504", "520"}
+    | {"40001", "40P01", "57014", "57P01", "57P02", "57P03"}
 )
+_UNAVAILABLE_CLASSES = ("08", "53")
 _UNIQUE_VIOLATION = "23505"
 # A new key's 8-hex-char prefix can collide with a stored one (32 bits); draw again.
 _KEY_ATTEMPTS = 3
@@ -112,6 +124,9 @@ class SupabaseTenantStore:
         # wrong keys, never a paying tenant's entry.
         self._tenants: TtlCache[Tenant] = TtlCache(cache_ttl_s, cache_max_entries)
         self._rejected: TtlCache[bool] = TtlCache(cache_ttl_s, cache_max_entries)
+        # Tenants authenticated within the TTL, by id: who ``authorize`` admits while the
+        # database is unreachable.
+        self._authenticated: TtlCache[Tenant] = TtlCache(cache_ttl_s, cache_max_entries)
 
     def authenticate(self, api_key: str) -> Tenant:
         parsed = self._parse(api_key)
@@ -130,19 +145,21 @@ class SupabaseTenantStore:
         if not tenant.active:
             self._reject(parsed)
         self._tenants.put(parsed.digest, tenant)
+        self._authenticated.put(tenant.id, tenant)
         return tenant
 
-    def authorize(self, api_key: str, chars: int) -> Tenant:
+    def authorize(self, tenant_id: str, chars: int) -> Tenant:
         check_chars(chars)
-        parsed = self._parse(api_key)
+        try:
+            tenant_uuid = str(uuid.UUID(tenant_id))
+        except ValueError as exc:
+            raise Unauthorized(_REJECTED) from exc
         try:
             result = self._run(
-                self._client.rpc(
-                    "authorize_request", {"p_key_hash": parsed.digest, "p_chars": chars}
-                )
+                self._client.rpc("authorize_tenant", {"p_tenant_id": tenant_uuid, "p_chars": chars})
             )
         except AuthUnavailable:
-            cached = self._tenants.get(parsed.digest)
+            cached = self._authenticated.get(tenant_uuid)
             if cached is None:
                 raise
             _log.warning(
@@ -151,9 +168,10 @@ class SupabaseTenantStore:
                 cached.id,
             )
             return cached
-        return self._decide(parsed, chars, _mapping(result))
+        return self._decide(tenant_uuid, chars, _mapping(result))
 
     def create_tenant(self, name: str, limits: TenantLimits | None = None) -> IssuedKey:
+        check_name(name)
         limits = limits or TenantLimits()
 
         def insert(parsed: ParsedKey) -> list[dict[str, Any]]:
@@ -165,8 +183,7 @@ class SupabaseTenantStore:
         except _UniqueViolation as exc:
             if exc.constraint != "tenants_name_key":
                 raise
-            # InternalError, as the SQLite store raises for the same case.
-            raise InternalError(f"a tenant named {name!r} already exists") from exc
+            raise name_taken(name) from exc
 
     def set_active(self, tenant_id: str, active: bool) -> Tenant:
         return self._update(tenant_id, {"active": active})
@@ -212,14 +229,15 @@ class SupabaseTenantStore:
         self._run(
             self._client.table("usage_logs").upsert(
                 [_usage_row(row) for row in rows],
-                on_conflict="tenant_id,request_id",
+                on_conflict="tenant_id,job_id",
                 ignore_duplicates=True,
                 returning=ReturnMethod.minimal,
             )
         )
 
     def usage_by_day(self, tenant_id: str, days: int = 30) -> Sequence[DailyUsage]:
-        params = {"p_tenant_id": _tenant_uuid(tenant_id), "p_days": days}
+        tenant = self.get_tenant(tenant_id)  # NotFound, where the RPC would answer no days
+        params = {"p_tenant_id": tenant.id, "p_days": days}
         rows = self._run(self._client.rpc("usage_by_day", params))
         return [
             DailyUsage(
@@ -247,13 +265,14 @@ class SupabaseTenantStore:
         self._rejected.put(parsed.digest, True)
         raise Unauthorized(_REJECTED)
 
-    def _decide(self, parsed: ParsedKey, chars: int, result: Mapping[str, Any]) -> Tenant:
+    def _decide(self, tenant_id: str, chars: int, result: Mapping[str, Any]) -> Tenant:
         decision = result.get("decision")
-        if decision in ("unknown_key", "inactive"):
-            self._reject(parsed)
+        if decision in ("unknown_tenant", "inactive"):
+            # Not admitted by the outage policy either, should the database go away next.
+            self._authenticated.discard(tenant_id)
+            raise Unauthorized(_REJECTED)
         tenant = _tenant(_mapping(result.get("tenant")))
         if decision == "allowed":
-            self._tenants.put(parsed.digest, tenant)
             return tenant
         limits = tenant.limits
         if decision == "rate_limited_minute":
@@ -263,7 +282,7 @@ class SupabaseTenantStore:
             raise rate_limited("per-hour", limits.requests_per_hour, int(result["retry_after_s"]))
         if decision == "quota_exceeded":
             raise quota_exceeded(chars, int(result["used"]), limits.monthly_char_quota)
-        raise InternalError(f"authorize_request returned an unknown decision {decision!r}")
+        raise InternalError(f"authorize_tenant returned an unknown decision {decision!r}")
 
     def _update(self, tenant_id: str, columns: Mapping[str, Any]) -> Tenant:
         rows = self._run(
@@ -293,6 +312,7 @@ class SupabaseTenantStore:
     def _forget_keys(self) -> None:
         self._tenants.clear()
         self._rejected.clear()
+        self._authenticated.clear()
 
     def _run(self, query: Any) -> Any:
         """Execute one PostgREST request; its errors become ours, once, here."""
@@ -312,7 +332,7 @@ class _UniqueViolation(InternalError):
 
 def _translate(exc: APIError) -> TTSError:
     code = exc.code or ""
-    if code in _UNAVAILABLE_CODES:
+    if code in _UNAVAILABLE_CODES or (len(code) == 5 and code.startswith(_UNAVAILABLE_CLASSES)):
         return AuthUnavailable(f"tenant database unreachable ({code})")
     if code == _UNIQUE_VIOLATION:
         # PostgREST's message: duplicate key value violates unique constraint "tenants_name_key"
@@ -345,7 +365,7 @@ def _tenant(row: Mapping[str, Any]) -> Tenant:
             monthly_char_quota=row["monthly_char_quota"],
             requests_per_minute=row["requests_per_minute"],
             requests_per_hour=row["requests_per_hour"],
-            max_voices=int(row["max_voices"]),
+            max_voices=row["max_voices"],
         ),
     )
 
@@ -353,6 +373,7 @@ def _tenant(row: Mapping[str, Any]) -> Tenant:
 def _usage_row(row: UsageRecord) -> dict[str, Any]:
     return {
         "tenant_id": row.tenant_id,
+        "job_id": row.job_id,
         "request_id": row.request_id,
         "action": row.action,
         # A naive time is taken as UTC, not as the database session's time zone.
@@ -365,6 +386,7 @@ def _usage_row(row: UsageRecord) -> dict[str, Any]:
         "latency_ms": row.latency_ms,
         "engine": row.engine,
         "voice": row.voice,
+        "voice_version": row.voice_version,
         "format": row.format,
         "delivery": row.delivery,
         "cached": row.cached,

@@ -1,8 +1,10 @@
 """Usage logging off the hot path: jobs hand rows to a queue; one thread writes them in batches.
 
-A failed batch is retried with backoff until the database is back, so rows made while it is down
-arrive later (within the process's life). Writes are idempotent on (tenant, request id), so a
-retried batch never counts twice. Only a full queue drops rows, and those are counted.
+A batch that fails for a passing reason (the database or the network is away) is retried with
+backoff until the database is back, so rows made while it is down arrive later (within the
+process's life). Writes are idempotent on (tenant, job id), so a retried batch never counts
+twice. A batch refused for any other reason is written one row at a time, and only the rows the
+database refuses are dropped. A full queue drops rows too. Every dropped row is counted.
 ``close`` drains the queue: a graceful shutdown drops nothing.
 """
 
@@ -14,12 +16,13 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from shared.errors import AuthUnavailable, InternalError
+from shared.errors import AuthUnavailable
 from shared.tenants.base import UsageRecord
 
 _log = logging.getLogger(__name__)
-# Failures that pass: the database or the network is away. The stores translate theirs to these.
-RETRIED_ERRORS: tuple[type[Exception], ...] = (AuthUnavailable, InternalError, OSError)
+# Failures that pass: the stores raise AuthUnavailable only for those (InternalError means the
+# database refused the rows, and retrying them would block every row behind them for good).
+RETRIED_ERRORS: tuple[type[Exception], ...] = (AuthUnavailable, OSError)
 WriteBatch = Callable[[Sequence[UsageRecord]], None]
 
 
@@ -41,18 +44,32 @@ class UsageWriter:
         self._queue: queue.Queue[UsageRecord] = queue.Queue()
         self._idle = threading.Condition()
         self._stopping = threading.Event()
-        self.written = 0
-        self.dropped = 0
+        # Jobs' threads and the writer's thread all count; the lock also makes the check of the
+        # queue's bound and the put one step, so the bound holds exactly.
+        self._counts = threading.Lock()
+        self._written = 0
+        self._dropped = 0
         self._thread = threading.Thread(target=self._run, name="usage-writer", daemon=True)
         self._thread.start()
 
+    @property
+    def written(self) -> int:
+        with self._counts:
+            return self._written
+
+    @property
+    def dropped(self) -> int:
+        with self._counts:
+            return self._dropped
+
     def record(self, row: UsageRecord) -> None:
         """Queue one row; never blocks the job."""
-        if self.pending >= self._max_pending:
-            self.dropped += 1
-            _log.error("usage queue full: dropped a row for request %s", row.request_id)
-            return
-        self._queue.put_nowait(row)
+        with self._counts:
+            if self.pending < self._max_pending:
+                self._queue.put_nowait(row)
+                return
+            self._dropped += 1
+        _log.error("usage queue full: dropped the row of job %s", row.job_id)
 
     @property
     def pending(self) -> int:
@@ -75,8 +92,9 @@ class UsageWriter:
         self._stopping.set()
         self._thread.join(timeout=5)
         if not flushed:
-            self.dropped += self.pending
-            _log.error("usage writer closed with %d rows unwritten", self.pending)
+            unwritten = self.pending
+            self._count(dropped=unwritten)
+            _log.error("usage writer closed with %d rows unwritten", unwritten)
 
     def _run(self) -> None:
         while not self._stopping.is_set():
@@ -104,24 +122,27 @@ class UsageWriter:
             except RETRIED_ERRORS as exc:
                 _log.warning("usage write of %d rows failed (%s); retrying", len(batch), exc)
                 if self._stopping.wait(delay):
-                    self.dropped += len(batch)
+                    self._count(dropped=len(batch))
                     return
                 delay = min(delay * 2, self._retry_max_s)
             except Exception:
-                # A row the database will never take (a deleted tenant, a broken row) must not
-                # hold up the rows behind it: write one at a time and drop only what fails.
-                self._write_each(batch)
+                self._refused(batch)
                 return
             else:
-                self.written += len(batch)
+                self._count(written=len(batch))
                 return
 
-    def _write_each(self, batch: list[UsageRecord]) -> None:
-        for row in batch:
-            try:
-                self._write_batch([row])
-            except Exception:
-                self.dropped += 1
-                _log.exception("usage row for request %s refused; dropped", row.request_id)
-            else:
-                self.written += 1
+    def _refused(self, batch: list[UsageRecord]) -> None:
+        """A row the database will never take (a deleted tenant, a broken row) must not hold
+        up the rows beside it: write them one at a time and drop only what is refused."""
+        if len(batch) > 1:
+            for row in batch:
+                self._write_until_done([row])
+            return
+        self._count(dropped=1)
+        _log.exception("usage row of job %s refused; dropped", batch[0].job_id)
+
+    def _count(self, *, written: int = 0, dropped: int = 0) -> None:
+        with self._counts:
+            self._written += written
+            self._dropped += dropped

@@ -1,4 +1,9 @@
-"""Fixed rate windows and calendar months, shared by the stores so both count the same way."""
+"""Sliding rate windows and calendar months, shared by the stores so both count the same way.
+
+A window of length L allows a request at ``now`` when fewer than N requests were recorded in
+(now - L, now]: at most N in ANY L seconds, where fixed windows let up to 2N through across
+a boundary. Times are whole epoch microseconds, so the arithmetic is exact.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +11,21 @@ from datetime import UTC, datetime, timedelta
 
 MINUTE_S = 60
 HOUR_S = 3600
+US_PER_S = 1_000_000
+# Entries older than the longest window are never read again.
+KEPT_S = HOUR_S
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def window_start(now: datetime, length_s: int) -> int:
-    """Epoch second at which the fixed window containing ``now`` began."""
-    epoch = int(now.timestamp())
-    return epoch - epoch % length_s
+def epoch_us(moment: datetime) -> int:
+    return (moment - _EPOCH) // timedelta(microseconds=1)
 
 
-def retry_after_s(now: datetime, length_s: int) -> int:
-    """Whole seconds until the window containing ``now`` ends; at least 1."""
-    end = window_start(now, length_s) + length_s
-    return max(1, int(end - now.timestamp() + 0.999))
+def retry_after_s(nth_newest_us: int, length_s: int, now_us: int) -> int:
+    """Whole seconds (at least 1) until the N-th newest request in the window leaves it, which
+    makes room for one more."""
+    wait_us = nth_newest_us + length_s * US_PER_S - now_us
+    return max(1, -(-wait_us // US_PER_S))
 
 
 def month_key(now: datetime) -> str:

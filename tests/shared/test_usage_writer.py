@@ -1,16 +1,24 @@
 """The background usage writer: off the hot path, retried until the database is back, drained on
-close, and idempotent when a batch is retried."""
+close, idempotent when a batch is retried, and never held up by a row the database refuses."""
 
 from __future__ import annotations
 
+import sqlite3
+import sys
 import threading
-from collections.abc import Sequence
+import uuid
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from shared.tenants.base import UsageRecord
 from shared.tenants.sqlite_store import SqliteTenantStore
+from shared.tenants.supabase_store import SupabaseTenantStore
 from shared.tenants.usage import UsageWriter
+from tests.supabase_stack import SupabaseStack
 
 
 def row(request_id: str, tenant_id: str = "t1") -> UsageRecord:
@@ -27,7 +35,7 @@ class FlakyDatabase:
 
     def __init__(self) -> None:
         self.down = threading.Event()
-        self.rows: dict[tuple[str, str], UsageRecord] = {}
+        self.rows: dict[tuple[str, str], UsageRecord] = {}  # by (tenant, job id)
         self.attempts = 0
 
     def write(self, rows: Sequence[UsageRecord]) -> None:
@@ -35,7 +43,7 @@ class FlakyDatabase:
         if self.down.is_set():
             raise ConnectionError("database is down")
         for item in rows:
-            self.rows.setdefault((item.tenant_id, item.request_id), item)
+            self.rows.setdefault((item.tenant_id, item.job_id), item)
 
 
 def test_rows_are_written_in_the_background_and_flush_waits_for_them() -> None:
@@ -73,14 +81,16 @@ def test_close_drains_every_queued_row(tmp_path: Path) -> None:
     assert today.requests == 100 and writer.dropped == 0
 
 
-def test_a_retried_request_id_stays_one_row(tmp_path: Path) -> None:
+def test_a_retried_row_stays_one_row_and_a_reused_request_id_does_not(tmp_path: Path) -> None:
     store = SqliteTenantStore(tmp_path / "t.sqlite3")
     tenant = store.create_tenant("acme").tenant
     writer = UsageWriter(store.write_usage)
-    writer.record(row("same", tenant.id))
-    writer.record(row("same", tenant.id))
+    same = row("same", tenant.id)
+    writer.record(same)
+    writer.record(same)  # the same job's row again: one row
+    writer.record(row("same", tenant.id))  # another job with the client's same request id
     writer.close()
-    assert store.usage_by_day(tenant.id)[0].requests == 1
+    assert store.usage_by_day(tenant.id)[0].requests == 2
 
 
 def test_a_full_queue_drops_and_counts_instead_of_blocking_the_job() -> None:
@@ -107,3 +117,93 @@ def test_a_row_the_database_refuses_is_dropped_without_holding_up_the_others(
     writer.close(timeout_s=10)
     assert (writer.written, writer.dropped) == (2, 1)
     assert store.usage_by_day(tenant.id)[0].requests == 2
+
+
+@pytest.fixture
+def fast_switching() -> Iterator[None]:
+    """Switch threads as often as the interpreter can, so races show up in a short test."""
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    yield
+    sys.setswitchinterval(before)
+
+
+def record_all_at_once(writer: UsageWriter, threads: int, per_thread: int) -> None:
+    """``threads`` jobs' threads, released together, each recording ``per_thread`` rows."""
+    start = threading.Barrier(threads)
+
+    def job() -> None:
+        start.wait()
+        for n in range(per_thread):
+            writer.record(row(f"r{n}"))
+
+    workers = [threading.Thread(target=job) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+
+
+def test_concurrent_records_on_a_full_queue_count_every_row_exactly(
+    fast_switching: None,
+) -> None:
+    threads, per_thread, bound = 32, 1, 2
+    writers: list[UsageWriter] = []
+    try:
+        for _ in range(60):  # the race is narrow: many short rounds of all threads at once
+            database = FlakyDatabase()
+            database.down.set()
+            writer = UsageWriter(
+                database.write, max_pending=bound, retry_initial_s=0.001, retry_max_s=0.002
+            )
+            writers.append(writer)
+            record_all_at_once(writer, threads, per_thread)
+            assert (writer.pending, writer.dropped) == (bound, threads * per_thread - bound)
+            database.down.clear()
+            assert writer.flush(timeout_s=10)
+            assert (writer.written, len(database.rows)) == (bound, bound)
+            assert writer.written + writer.dropped == threads * per_thread
+    finally:
+        # Each close waits out its thread's 0.1 s poll: close them side by side.
+        with ThreadPoolExecutor(max_workers=len(writers) or 1) as pool:
+            list(pool.map(UsageWriter.close, writers))
+
+
+def test_rows_for_a_deleted_tenant_are_dropped_and_the_others_arrive(
+    supabase_stack: SupabaseStack, supabase_tenant_store: SupabaseTenantStore
+) -> None:
+    store = supabase_tenant_store
+    gone = store.create_tenant(f"gone-{uuid.uuid4().hex[:12]}").tenant
+    kept = store.create_tenant(f"kept-{uuid.uuid4().hex[:12]}").tenant
+    writer = UsageWriter(store.write_usage, retry_initial_s=0.01, retry_max_s=0.05)
+    writer.record(row("before", gone.id))
+    assert writer.flush(timeout_s=10)
+    supabase_stack.psql(f"delete from tenants where id = '{gone.id}'")
+
+    for n in range(3):
+        writer.record(row(f"orphan-{n}", gone.id))  # a foreign key violation, forever
+        writer.record(row(f"kept-{n}", kept.id))
+    assert writer.flush(timeout_s=10)  # idle again: nothing is retried forever
+
+    assert (writer.written, writer.dropped) == (1 + 3, 3)
+    [today] = store.usage_by_day(kept.id)
+    assert today.requests == 3
+    writer.close()
+
+
+def test_a_locked_sqlite_file_is_retried_until_it_is_free(tmp_path: Path) -> None:
+    path = tmp_path / "t.sqlite3"
+    store = SqliteTenantStore(path)
+    tenant = store.create_tenant("acme").tenant
+    store._db.execute("PRAGMA busy_timeout=20")
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    writer = UsageWriter(store.write_usage, retry_initial_s=0.01, retry_max_s=0.05)
+    writer.record(row("r1", tenant.id))
+    assert not writer.flush(timeout_s=0.3)
+    assert writer.dropped == 0
+    other.execute("ROLLBACK")
+    other.close()
+    assert writer.flush(timeout_s=10)
+    assert (writer.written, writer.dropped) == (1, 0)
+    writer.close()
