@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from handlers.dispatch import run_job
+from serverless_tts.runpod_shapes import run_job
 from shared.config import Settings
 from shared.engines.piper import PiperEngine
 from shared.storage.base import AudioStore

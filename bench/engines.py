@@ -67,7 +67,7 @@ def bench_piper(runs: int) -> None:
     started = time.perf_counter()
     engine = PiperEngine.load()
     print(f"piper  load {time.perf_counter() - started:.2f} s   voice {engine.default_voice}")
-    voice = engine.default_voice
+    voice = engine.voice(engine.default_voice)
     engine.synthesize("Warm up.", voice=voice, language="en", speed=1.0)
     results = [
         timed_stream(
@@ -108,7 +108,7 @@ def bench_xtts(args: argparse.Namespace) -> None:
 
 
 def run_xtts(engine: XttsEngine, runs: int) -> None:
-    voice, rate = engine.default_voice, engine.sample_rate
+    voice, rate = engine.voice(engine.default_voice), engine.sample_rate
     whole: list[Run] = []
     streamed: list[Run] = []
     for _ in range(runs):  # interleaved, so drift in machine load hits both alike

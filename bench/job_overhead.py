@@ -13,9 +13,9 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from handlers.dispatch import run_job
+from serverless_tts.runpod_shapes import run_job
 from shared.config import Settings
-from shared.engines.base import Pcm, VoiceInfo
+from shared.engines.base import Pcm, Voice
 from shared.engines.piper import PiperEngine
 from shared.tenants.base import UNLIMITED
 from shared.worker import build_worker
@@ -30,18 +30,21 @@ class ReplayEngine:
         self._engine, self._pcm = engine, pcm
         self.name, self.model_version = engine.name, engine.model_version
         self.sample_rate, self.languages = engine.sample_rate, engine.languages
-        self.default_voice = engine.default_voice
+        self.default_voice, self.streaming = engine.default_voice, engine.streaming
 
-    def voices(self) -> Sequence[VoiceInfo]:
+    def voices(self) -> Sequence[Voice]:
         return self._engine.voices()
+
+    def voice(self, voice_id: str) -> Voice:
+        return self._engine.voice(voice_id)
 
     def segment_limit(self, language: str) -> int:
         return 10_000  # one segment per job: the phrase is replayed once
 
-    def synthesize(self, text: str, *, voice: str, language: str, speed: float) -> Pcm:
+    def synthesize(self, text: str, *, voice: Voice, language: str, speed: float) -> Pcm:
         return self._pcm
 
-    def stream(self, text: str, *, voice: str, language: str, speed: float) -> Iterator[Pcm]:
+    def stream(self, text: str, *, voice: Voice, language: str, speed: float) -> Iterator[Pcm]:
         yield self._pcm
 
 
@@ -56,11 +59,11 @@ def main() -> None:
     args = parser.parse_args()
 
     piper = PiperEngine.load()
-    pcm = piper.synthesize(PHRASE, voice=piper.default_voice, language="en", speed=1.0)
+    pcm = piper.synthesize(PHRASE, voice=piper.voice(piper.default_voice), language="en", speed=1.0)
     synth_times = []
     for _ in range(5):
         mark = time.perf_counter()
-        piper.synthesize(PHRASE, voice=piper.default_voice, language="en", speed=1.0)
+        piper.synthesize(PHRASE, voice=piper.voice(piper.default_voice), language="en", speed=1.0)
         synth_times.append((time.perf_counter() - mark) * 1000)
     print(f"phrase: {len(PHRASE)} chars, {len(pcm) / piper.sample_rate:.2f} s of audio")
     print(f"Piper synthesis of it (baseline): p50 {statistics.median(synth_times):.1f} ms")

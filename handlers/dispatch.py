@@ -1,9 +1,11 @@
-"""The one way every entry point runs a job: validate, check everything up front, then produce
-JSON-ready items (one result, or the chunks of a stream), logging one event per job.
+"""The one way every entry point runs a job: authenticate the credentials its transport carried,
+validate the job, check everything up front, charge only a job fit to run, run it, and log one
+event (and, for a tenant, one usage row) per job.
 
-``start_job`` raises ``TTSError`` for anything wrong before the first item; an error while a
-stream is under way is raised from the iterator. Entry points only translate these to their
-platform's shapes.
+``dispatch`` returns a typed value: a result model, or an ``AudioStream`` whose chunks carry raw
+bytes. It raises ``TTSError`` for anything wrong before the first chunk; an error while a stream
+is under way is raised from its iterator. Entry points only translate these to their transport's
+shapes (base64 items for RunPod, bodies for HTTP, files for the CLI).
 """
 
 from __future__ import annotations
@@ -11,167 +13,220 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
 
-from handlers import greetings
-from handlers import synthesize as synth
+from handlers import deliver, greetings
 from handlers.health import health
+from handlers.prepare import PreparedSpeech, SpeechRequest, prepare
+from handlers.results import ms_since
+from handlers.stream import AudioStream, open_stream
 from handlers.voices import list_voices
 from shared.errors import InternalError, TTSError
 from shared.jobs import (
+    ApiKeyCredentials,
+    AudioChunk,
+    Credentials,
+    GreetingEntry,
     GreetingsGetJob,
     GreetingsWarmJob,
     GreetingsWarmResult,
     HealthJob,
+    HealthResult,
     Job,
+    SynthesisResult,
     SynthesizeJob,
     VoicesJob,
-    dump,
+    VoicesResult,
+    asked_action,
     parse_job,
 )
 from shared.telemetry import JobEvent, log_job_event, usage_record
+from shared.tenants.base import Tenant
 from shared.worker import WorkerContext
 
-JobItem = dict[str, Any]
+JobOutput = SynthesisResult | VoicesResult | HealthResult | GreetingsWarmResult | AudioStream
+Progress = Callable[[GreetingEntry], None]
 _log = logging.getLogger(__name__)
+# A stream closed by its reader before the end: not an error of the job, but not a success.
+CANCELLED = "cancelled"
 
 
-def start_job(raw: object, ctx: WorkerContext, *, job_id: str | None = None) -> Iterator[JobItem]:
-    """Validate and prepare ``raw`` now; return the iterator that produces its output."""
+def authenticate(credentials: Credentials, ctx: WorkerContext) -> Tenant | None:
+    """The tenant the credentials name (None: the operator's tenant-free run); ``Unauthorized``
+    otherwise. Transports that queue jobs call it at submit, so no keyless job is ever queued."""
+    if isinstance(credentials, ApiKeyCredentials):
+        return ctx.tenants.authenticate(credentials.key())
+    if credentials.tenant_id is None:
+        return None
+    return ctx.tenants.get_tenant(credentials.tenant_id)
+
+
+def dispatch(
+    raw: object,
+    credentials: Credentials,
+    ctx: WorkerContext,
+    *,
+    job_id: str | None = None,
+    progress: Progress | None = None,
+) -> JobOutput:
+    """Run one job; ``job_id`` is the platform's id, used as the request id when the job has
+    none of its own; ``progress`` hears of each greeting as it is ready (a CLI's bar)."""
     started = time.perf_counter()
-    event = JobEvent(action="synthesize", success=False)
+    event = JobEvent(
+        action=asked_action(raw),
+        job_id=uuid.uuid4().hex,
+        operator=not isinstance(credentials, ApiKeyCredentials),
+        success=False,
+    )
+    event.request_id = job_id or event.job_id
     try:
+        auth_started = time.perf_counter()
+        tenant = authenticate(credentials, ctx)
+        auth_ms = ms_since(auth_started)
+        event.tenant_id = tenant.id if tenant is not None else None
         job = parse_job(raw, ctx.limits)
-        event.action = job.action
-        event.request_id = job.request_id or job_id or uuid.uuid4().hex
-        items = _start(job, ctx, event, started)
+        event.request_id = job.request_id or event.request_id
+        output = _run(job, tenant, ctx, event, started, auth_ms, progress)
     except TTSError as err:
         _finish(ctx, event, started, err)
         raise
     except Exception as exc:
         _finish(ctx, event, started, exc)
         raise InternalError("the worker failed to start this job") from exc
-    return _logged(items, ctx, event, started)
+    if isinstance(output, AudioStream):
+        return output.wrapped(_LoggedChunks(output, ctx, event, started))
+    _finish(ctx, event, started, None)
+    return output
 
 
-def run_job(raw: object, ctx: WorkerContext, *, job_id: str | None = None) -> list[JobItem]:
-    """All of a job's items at once (for callers that wait for the whole result)."""
-    return list(start_job(raw, ctx, job_id=job_id))
-
-
-def _start(job: Job, ctx: WorkerContext, event: JobEvent, started: float) -> Iterator[JobItem]:
-    # Every job kind is authenticated, here and only here.
-    api_key = job.api_key.get_secret_value()
-    auth_started = time.perf_counter()
-    tenant = ctx.tenants.authenticate(api_key)
-    auth_ms = (time.perf_counter() - auth_started) * 1000.0
-    event.tenant_id = tenant.id
-    if isinstance(job, HealthJob):
-        return iter([dump(health(ctx))])
-    if isinstance(job, VoicesJob):
-        return iter([dump(list_voices(ctx))])
-    assert event.request_id is not None
-    if isinstance(job, GreetingsGetJob):
-        result = greetings.get(job, ctx, tenant=tenant, request_id=event.request_id)
-        return iter([dump(result)])
-    if isinstance(job, GreetingsWarmJob):
-        phrases = greetings.prepare_phrases(job, ctx, tenant=tenant, request_id=event.request_id)
-        ctx.tenants.authorize(api_key, sum(one.chars for one in phrases))
-        _describe_speech(event, phrases, ctx)
-        return _warmed(job, phrases, ctx, event)
-    assert isinstance(job, SynthesizeJob)
-    prepared = synth.prepare(job, ctx, tenant=tenant, request_id=event.request_id, started=started)
-    # Limits and quota are charged only for a job that is otherwise fit to run.
-    authorize_started = time.perf_counter()
-    ctx.tenants.authorize(api_key, prepared.chars)
-    auth_ms += (time.perf_counter() - authorize_started) * 1000.0
-    prepared = replace(prepared, auth_ms=auth_ms)
-    _describe_speech(event, [prepared], ctx)
-    if job.delivery == "stream":
-        return _streamed(prepared, ctx, event)
-    return _whole(prepared, ctx, event)
-
-
-def _describe_speech(
-    event: JobEvent, prepared: list[synth.PreparedSynthesis], ctx: WorkerContext
-) -> None:
-    """What the job will speak, for its log event and usage row."""
-    first = prepared[0]
-    event.engine = ctx.engine.name
-    event.voice = first.voice
-    event.language = first.job.language
-    event.format = first.job.format.value
-    event.delivery = first.job.delivery
-    event.streaming = first.job.delivery == "stream"
-    event.chars = sum(one.chars for one in prepared)
-
-
-def _warmed(
-    job: GreetingsWarmJob,
-    phrases: list[synth.PreparedSynthesis],
+def _run(
+    job: Job,
+    tenant: Tenant | None,
     ctx: WorkerContext,
     event: JobEvent,
-) -> Iterator[JobItem]:
-    entries = greetings.warm(job, phrases, ctx)
-    event.audio_bytes = sum(entry.bytes for entry in entries)
-    event.audio_s = round(sum(entry.duration_s for entry in entries), 3)
-    event.cached = all(entry.cached for entry in entries)
-    yield dump(
-        GreetingsWarmResult(engine=ctx.engine.name, voice=phrases[0].voice, greetings=entries)
+    started: float,
+    auth_ms: float,
+    progress: Progress | None,
+) -> JobOutput:
+    if isinstance(job, HealthJob):
+        return health(ctx)
+    if isinstance(job, VoicesJob):
+        return list_voices(ctx, tenant)
+    assert event.request_id is not None
+    if isinstance(job, GreetingsGetJob):
+        return greetings.get(job, ctx, tenant=tenant, request_id=event.request_id)
+    if isinstance(job, GreetingsWarmJob):
+        phrases = greetings.prepare_phrases(job, ctx, tenant=tenant, request_id=event.request_id)
+        _charge(ctx, tenant, sum(one.chars for one in phrases))
+        _describe(event, phrases)
+        entries = greetings.warm(job, phrases, ctx, progress)
+        event.audio_bytes = sum(entry.bytes for entry in entries)
+        event.audio_s = round(sum(entry.duration_s for entry in entries), 3)
+        event.cached = all(entry.cached for entry in entries)
+        first = phrases[0]
+        return GreetingsWarmResult(
+            engine=first.engine.name,
+            voice=first.voice.id,
+            voice_version=first.voice.version,
+            greetings=entries,
+        )
+    assert isinstance(job, SynthesizeJob)
+    prepared = prepare(
+        SpeechRequest.of(job), ctx, tenant=tenant, request_id=event.request_id, started=started
     )
-
-
-def _whole(
-    prepared: synth.PreparedSynthesis, ctx: WorkerContext, event: JobEvent
-) -> Iterator[JobItem]:
-    result = synth.synthesize(prepared, ctx)
+    # Limits and quota are charged only for a job that is otherwise fit to run.
+    charge_started = time.perf_counter()
+    _charge(ctx, tenant, prepared.chars)
+    prepared = replace(prepared, auth_ms=auth_ms + ms_since(charge_started))
+    _describe(event, [prepared])
+    if job.delivery == "stream":
+        return open_stream(prepared, ctx)
+    result = deliver.synthesize(prepared, ctx)
     event.audio_s = result.duration_s
     event.audio_bytes = result.bytes
     event.cached = result.cached
-    yield dump(result)
+    return result
 
 
-def _streamed(
-    prepared: synth.PreparedSynthesis, ctx: WorkerContext, event: JobEvent
-) -> Iterator[JobItem]:
-    for chunk in synth.stream(prepared, ctx):
-        if chunk.final:
-            event.audio_s = chunk.duration_s or 0.0
-            event.audio_bytes = chunk.bytes or 0
-            event.cached = bool(chunk.cached)
-        yield dump(chunk)
+def _charge(ctx: WorkerContext, tenant: Tenant | None, chars: int) -> None:
+    if tenant is not None:
+        ctx.tenants.authorize(tenant.id, chars)
 
 
-def _logged(
-    items: Iterator[JobItem], ctx: WorkerContext, event: JobEvent, started: float
-) -> Iterator[JobItem]:
-    try:
-        yield from items
-    except TTSError as err:
-        _finish(ctx, event, started, err)
-        raise
-    except GeneratorExit:
-        _finish(ctx, event, started, InternalError("the client stopped reading the stream"))
-        raise
-    except Exception as exc:
-        _finish(ctx, event, started, exc)
-        raise InternalError("the worker failed while running this job") from exc
-    _finish(ctx, event, started, None)
+def _describe(event: JobEvent, prepared: list[PreparedSpeech]) -> None:
+    """What the job will speak, for its log event and usage row (set once it is charged)."""
+    first = prepared[0]
+    event.engine = first.engine.name
+    event.voice = first.voice.id
+    event.voice_version = first.voice.version
+    event.language = first.request.language
+    event.format = first.request.format.value
+    event.delivery = first.request.delivery
+    event.streaming = first.request.delivery == "stream"
+    event.chars = sum(one.chars for one in prepared)
+
+
+class _LoggedChunks:
+    """A stream's chunks, logged exactly once when the stream ends, fails or is closed (or
+    dropped unread: a charged job always leaves its usage row)."""
+
+    def __init__(
+        self, stream: AudioStream, ctx: WorkerContext, event: JobEvent, started: float
+    ) -> None:
+        self._chunks = iter(stream)
+        self._stream, self._ctx, self._event, self._started = stream, ctx, event, started
+        self._open = True
+
+    def __iter__(self) -> _LoggedChunks:
+        return self
+
+    def __next__(self) -> AudioChunk:
+        if not self._open:
+            raise StopIteration
+        try:
+            chunk = next(self._chunks)
+        except StopIteration:
+            self._end(None)
+            raise
+        except TTSError as err:
+            self._end(err)
+            raise
+        except Exception as exc:
+            self._end(exc)
+            raise InternalError("the worker failed while running this job") from exc
+        if chunk.summary is not None:
+            self._event.audio_s = chunk.summary.duration_s
+            self._event.audio_bytes = chunk.summary.bytes
+            self._event.cached = chunk.summary.cached
+        return chunk
+
+    def close(self) -> None:
+        if self._open:
+            self._stream.close()
+            self._end(CANCELLED)
+
+    def __del__(self) -> None:
+        self.close()
+
+    def _end(self, error: BaseException | str | None) -> None:
+        self._open = False
+        _finish(self._ctx, self._event, self._started, error)
 
 
 def _finish(
-    ctx: WorkerContext, event: JobEvent, started: float, error: BaseException | None
+    ctx: WorkerContext, event: JobEvent, started: float, error: BaseException | str | None
 ) -> None:
-    """Log the job's event and, for an authenticated tenant, queue its usage row."""
-    event.latency_ms = round((time.perf_counter() - started) * 1000.0, 3)
+    """Log the job's event and, for a tenant, queue its usage row."""
+    event.latency_ms = round(ms_since(started), 3)
     event.success = error is None
-    if isinstance(error, TTSError):
+    if isinstance(error, str):
+        event.error_code = error
+    elif isinstance(error, TTSError):
         event.error_code = error.code.value
     elif error is not None:
         event.error_code = "internal"
-        _log.error("job %s failed unexpectedly", event.request_id, exc_info=error)
+        _log.error("job %s failed unexpectedly", event.job_id, exc_info=error)
     log_job_event(event)
-    if event.tenant_id is not None and event.request_id is not None:
+    if event.tenant_id is not None:
         ctx.usage.record(usage_record(event))

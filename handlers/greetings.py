@@ -1,79 +1,72 @@
 """Greetings: a business's fixed phrases, synthesized ahead of time into the audio cache so a
 call can play them the instant it comes in.
 
-``warm`` runs each phrase through the same synthesize path as any job (so later synthesize jobs
+``warm`` runs each phrase through the same path as any synthesize job (so later synthesize jobs
 with the same settings hit these entries too); ``get`` only looks in the cache.
 """
 
 from __future__ import annotations
 
-from handlers import synthesize as synth
-from shared.cache import audio_cache
-from shared.errors import NotFound
-from shared.jobs import (
-    GreetingEntry,
-    GreetingsGetJob,
-    GreetingsWarmJob,
-    SynthesisResult,
-    SynthesizeJob,
-)
+from collections.abc import Callable
+
+from handlers import deliver
+from handlers.cache_hit import answer_from_cache
+from handlers.prepare import PreparedSpeech, SpeechRequest, prepare
+from shared.errors import InvalidInput, NotFound
+from shared.jobs import GreetingEntry, GreetingsGetJob, GreetingsWarmJob, SynthesisResult
 from shared.tenants.base import Tenant
 from shared.worker import WorkerContext
 
 
 def prepare_phrases(
-    job: GreetingsWarmJob, ctx: WorkerContext, *, tenant: Tenant, request_id: str
-) -> list[synth.PreparedSynthesis]:
+    job: GreetingsWarmJob, ctx: WorkerContext, *, tenant: Tenant | None, request_id: str
+) -> list[PreparedSpeech]:
     """Every phrase checked up front, so a bad one fails the job before any audio is made."""
+    _require_tenant(tenant)
     return [
-        synth.prepare(
-            _as_synthesis(job, phrase), ctx, tenant=tenant, request_id=f"{request_id}.{n}"
+        prepare(
+            SpeechRequest.phrase(job, phrase), ctx, tenant=tenant, request_id=f"{request_id}.{n}"
         )
         for n, phrase in enumerate(job.phrases)
     ]
 
 
 def warm(
-    job: GreetingsWarmJob, prepared: list[synth.PreparedSynthesis], ctx: WorkerContext
+    job: GreetingsWarmJob,
+    prepared: list[PreparedSpeech],
+    ctx: WorkerContext,
+    progress: Callable[[GreetingEntry], None] | None = None,
 ) -> list[GreetingEntry]:
     entries = []
     for phrase, one in zip(job.phrases, prepared, strict=True):
-        result = synth.synthesize(one, ctx)
-        entries.append(
-            GreetingEntry(
-                text=phrase,
-                cached=result.cached,
-                url=result.url,
-                expires_at=result.expires_at,
-                bytes=result.bytes,
-                duration_s=result.duration_s,
-            )
+        result = deliver.synthesize(one, ctx)
+        entry = GreetingEntry(
+            text=phrase,
+            cached=result.cached,
+            url=result.url,
+            expires_at=result.expires_at,
+            bytes=result.bytes,
+            duration_s=result.duration_s,
         )
+        entries.append(entry)
+        if progress is not None:
+            progress(entry)
     return entries
 
 
 def get(
-    job: GreetingsGetJob, ctx: WorkerContext, *, tenant: Tenant, request_id: str
+    job: GreetingsGetJob, ctx: WorkerContext, *, tenant: Tenant | None, request_id: str
 ) -> SynthesisResult:
-    prepared = synth.prepare(
-        _as_synthesis(job, job.text), ctx, tenant=tenant, request_id=request_id
+    _require_tenant(tenant)
+    prepared = prepare(
+        SpeechRequest.phrase(job, job.text), ctx, tenant=tenant, request_id=request_id
     )
-    entry = audio_cache.lookup(ctx.storage, prepared.cache_slot)
-    result = None if entry is None else synth.cached_result(prepared, ctx, entry)
+    result = answer_from_cache(prepared, ctx)
     if result is None:
         raise NotFound("no warmed greeting with this text and these settings; warm it first")
     return result
 
 
-def _as_synthesis(job: GreetingsWarmJob | GreetingsGetJob, text: str) -> SynthesizeJob:
-    return SynthesizeJob(
-        api_key=job.api_key,
-        request_id=job.request_id,
-        text=text,
-        voice=job.voice,
-        language=job.language,
-        speed=job.speed,
-        format=job.format,
-        sample_rate=job.sample_rate,
-        delivery="url",
-    )
+def _require_tenant(tenant: Tenant | None) -> None:
+    if tenant is None:
+        raise InvalidInput("greetings belong to a tenant: name one")

@@ -9,9 +9,10 @@ from shared.worker import WorkerContext
 
 
 def health(ctx: WorkerContext) -> HealthResult:
-    engine = ctx.engine
+    engine = ctx.engines.choose().engine
     return HealthResult(
         engine=engine.name,
+        engines=ctx.engines.names,
         model_version=engine.model_version,
         sample_rate=engine.sample_rate,
         languages=sorted(engine.languages),

@@ -4,33 +4,36 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
-import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 
+from serverless_tts.audio_file import write_audio
 from serverless_tts.greetings_cli import add_greetings_commands
-from serverless_tts.operator import OPERATOR_KEY, add_speech_arguments, speech_fields
+from serverless_tts.operator import add_speech_arguments, operator_credentials, speech_fields
 from serverless_tts.tenant_admin import add_tenant_commands
-from shared.config import Settings
+from shared.audio.formats import FORMAT_SPECS, AudioFormat
+from shared.config import Settings, load_settings
 from shared.errors import TTSError
-from shared.jobs import JobLimits, SynthesizeJob, parse_job
 from shared.telemetry import configure_logging
-from shared.tenants.base import IssuedKey, Tenant
+from shared.tenants.base import IssuedKey
 from shared.tenants.dev import ensure_dev_tenant
 from shared.worker import build_tenant_store, build_worker
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    settings = Settings()
-    configure_logging(settings.log_level)
     try:
+        settings = load_settings()
+        configure_logging(settings.log_level)
         return int(args.run(args, settings))
     except TTSError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        # A file or port the operator named: say which and why, not a traceback.
+        where = f" {err.filename}" if err.filename else ""
+        print(f"error:{where}: {err.strerror or err}", file=sys.stderr)
         return 2
 
 
@@ -50,7 +53,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         _print_welcome(issued, settings)
     print("loading the speech engine...", flush=True)
     worker = build_worker(settings)
-    print(f"engine: {worker.engine.name} ({worker.engine.model_version})", flush=True)
+    engine = worker.engines.default.engine
+    print(f"engine: {engine.name} ({engine.model_version})", flush=True)
     uvicorn.run(create_app(worker), host=args.host, port=args.port, log_level="warning")
     worker.close()
     return 0
@@ -60,44 +64,48 @@ def _print_welcome(issued: IssuedKey | None, settings: Settings) -> None:
     base = settings.public_base_url
     if issued is None:
         print(
-            "dev tenant exists (its key was shown on the first run). "
+            "dev tenant exists (its key was shown on the first run; export it as TTS_API_KEY). "
             "New key: serverless-tts tenants create NAME",
             flush=True,
         )
-        key = "$TTS_API_KEY"
+        key = None
     else:
         print(f"dev tenant created. API key (shown once, keep it): {issued.api_key}", flush=True)
         key = issued.api_key
-    job = {"api_key": key, "text": "Hello from serverless TTS.", "format": "mp3"}
-    body = json.dumps({"input": job})
     print("try:", flush=True)
-    print(
-        f"  curl -s {base}/runsync -H 'Content-Type: application/json' -d {shlex.quote(body)}",
-        flush=True,
-    )
+    print(f"  {curl_line(base, key)}", flush=True)
+
+
+def curl_line(base_url: str, api_key: str | None) -> str:
+    """A runsync call to paste into a shell; without the key, one that reads $TTS_API_KEY
+    (outside single quotes, so the shell expands it)."""
+    marker = "@@KEY@@"
+    job = {"api_key": api_key or marker, "text": "Hello from serverless TTS.", "format": "mp3"}
+    body = json.dumps({"input": job})
+    assert "'" not in body  # safe to single-quote as a whole
+    quoted = f"'{body}'"
+    if api_key is None:
+        quoted = quoted.replace(marker, "'\"$TTS_API_KEY\"'")
+    return f"curl -s {base_url}/runsync -H 'Content-Type: application/json' -d {quoted}"
 
 
 def _say(args: argparse.Namespace, settings: Settings) -> int:
-    from handlers.synthesize import make_audio, prepare
+    from handlers.dispatch import dispatch
 
-    raw = {"delivery": "base64", "ssml" if args.ssml else "text": args.text, **speech_fields(args)}
-    job = parse_job(raw, JobLimits(max_text_chars=settings.max_text_chars))
-    assert isinstance(job, SynthesizeJob)
-    worker = build_worker(settings)
-    try:
-        operator = Tenant(
-            id=OPERATOR_KEY,
-            name=OPERATOR_KEY,
-            active=True,
-            key_prefix="",
-            created_at=datetime.now(UTC),
-        )
-        prepared = prepare(job, worker, tenant=operator, request_id=uuid.uuid4().hex)
-        audio = make_audio(prepared, worker)
-    finally:
-        worker.close()
-    args.output.write_bytes(audio.data)
-    print(f"wrote {args.output} ({audio.duration_s:.2f} s, {len(audio.data)} bytes)")
+    fmt = AudioFormat(args.format)
+    # A stream keeps memory flat for long texts; flac can only be made whole.
+    delivery = "stream" if FORMAT_SPECS[fmt].streamable else "base64"
+    raw = {"delivery": delivery, "ssml" if args.ssml else "text": args.text, **speech_fields(args)}
+    credentials = operator_credentials(args)
+    if credentials.tenant_id is None:
+        print("operator run: no tenant is charged and nothing is stored", file=sys.stderr)
+    with write_audio(args.output, fmt) as sink:
+        worker = build_worker(settings)
+        try:
+            written = sink.write_output(dispatch(raw, credentials, worker))
+        finally:
+            worker.close()
+    print(f"wrote {args.output} ({written.duration_s:.2f} s, {written.bytes} bytes)")
     return 0
 
 
@@ -124,6 +132,7 @@ def _parser() -> argparse.ArgumentParser:
     say.add_argument("-o", "--output", type=Path, required=True)
     add_speech_arguments(say, default_format="wav")
     say.add_argument("--ssml", action="store_true", help="TEXT is SSML")
+    say.add_argument("--tenant", help="run as this tenant id: charged, with a usage row")
     say.set_defaults(run=_say)
 
     add_tenant_commands(commands)

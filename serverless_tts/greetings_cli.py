@@ -1,17 +1,20 @@
-"""``serverless-tts greetings warm``: fill a tenant's audio cache with its phrases, one per line."""
+"""``serverless-tts greetings warm``: fill a tenant's audio cache with its phrases, one per line.
+
+The phrases run as one greetings job for the tenant (charged as one request, with its usage row
+and job event), through the same dispatcher as every other entry point.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
-import uuid
 from pathlib import Path
 
-from handlers import greetings
-from serverless_tts.operator import add_speech_arguments, speech_fields
+from handlers.dispatch import dispatch
+from serverless_tts.operator import add_speech_arguments, operator_credentials, speech_fields
 from shared.config import Settings
 from shared.errors import InvalidInput
-from shared.jobs import GreetingsWarmJob, JobLimits, parse_job
+from shared.jobs import GreetingEntry, GreetingsWarmResult
 from shared.worker import build_worker
 
 
@@ -26,32 +29,45 @@ def add_greetings_commands(commands: argparse._SubParsersAction) -> None:  # typ
 
 
 def warm_greetings(args: argparse.Namespace, settings: Settings) -> int:
-    phrases = [line.strip() for line in args.file.read_text(encoding="utf-8").splitlines()]
-    phrases = [phrase for phrase in phrases if phrase]
-    if not phrases:
-        raise InvalidInput(f"{args.file} has no phrases")
+    phrases = _read_phrases(args.file)
     raw = {"action": "greetings.warm", "phrases": phrases, **speech_fields(args)}
-    job = parse_job(raw, JobLimits(max_text_chars=settings.max_text_chars))
-    assert isinstance(job, GreetingsWarmJob)
     worker = build_worker(settings)
     try:
         tenant = worker.tenants.get_tenant(args.tenant)
-        prepared = greetings.prepare_phrases(
-            job, worker, tenant=tenant, request_id=f"warm-{uuid.uuid4().hex}"
-        )
-        for done, one in enumerate(prepared, start=1):
-            single = job.model_copy(update={"phrases": [job.phrases[done - 1]]})
-            [entry] = greetings.warm(single, [one], worker)
-            _progress(done, len(prepared), "cached" if entry.cached else "made")
+        result = dispatch(raw, operator_credentials(args), worker, progress=_Progress(len(phrases)))
     finally:
         worker.close()
-    print(file=sys.stderr)
-    print(f"{len(prepared)} greetings ready for tenant {tenant.name}")
+    assert isinstance(result, GreetingsWarmResult)
+    print(f"{len(result.greetings)} greetings ready for tenant {tenant.name}")
     return 0
 
 
-def _progress(done: int, total: int, last: str) -> None:
-    width = 30
-    filled = width * done // total
-    bar = "#" * filled + "." * (width - filled)
-    print(f"\r[{bar}] {done}/{total} ({last})", end="", file=sys.stderr, flush=True)
+def _read_phrases(path: Path) -> list[str]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InvalidInput(f"cannot read {path}: no such file") from None
+    except UnicodeDecodeError:
+        raise InvalidInput(f"cannot read {path}: it is not UTF-8 text") from None
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {path}: {exc.strerror or exc}") from None
+    phrases = [line.strip() for line in text.splitlines() if line.strip()]
+    if not phrases:
+        raise InvalidInput(f"{path} has no phrases")
+    return phrases
+
+
+class _Progress:
+    def __init__(self, total: int) -> None:
+        self._total = total
+        self._done = 0
+
+    def __call__(self, entry: GreetingEntry) -> None:
+        self._done += 1
+        width = 30
+        filled = width * self._done // self._total
+        bar = "#" * filled + "." * (width - filled)
+        last = "cached" if entry.cached else "made"
+        end = "\n" if self._done == self._total else ""  # log lines after the bar start afresh
+        line = f"\r[{bar}] {self._done}/{self._total} ({last})"
+        print(line, end=end, file=sys.stderr, flush=True)

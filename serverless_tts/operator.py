@@ -1,7 +1,8 @@
 """What the operator commands (`say`, `greetings warm`) share.
 
-They run on the operator's own machine, beside the data directory and the tenant store, so no
-tenant key is checked; the placeholder key only satisfies the job contract and is never looked up.
+They run on the operator's own machine, beside the data directory and the tenant store, so they
+carry no tenant key: ``--tenant ID`` runs the job as that tenant (charged, with a usage row),
+and without it `say` is a tenant-free run (nothing charged or stored; its event says so).
 """
 
 from __future__ import annotations
@@ -10,8 +11,7 @@ import argparse
 from typing import Any
 
 from shared.audio.formats import AudioFormat
-
-OPERATOR_KEY = "local-operator"
+from shared.jobs import OperatorCredentials
 
 
 def add_speech_arguments(parser: argparse.ArgumentParser, *, default_format: str) -> None:
@@ -25,7 +25,6 @@ def add_speech_arguments(parser: argparse.ArgumentParser, *, default_format: str
 def speech_fields(args: argparse.Namespace) -> dict[str, Any]:
     """The job fields the speech arguments set (absent ones keep the contract's defaults)."""
     fields: dict[str, Any] = {
-        "api_key": OPERATOR_KEY,
         "format": args.format,
         "language": args.language,
         "speed": args.speed,
@@ -35,3 +34,7 @@ def speech_fields(args: argparse.Namespace) -> dict[str, Any]:
     if args.sample_rate:
         fields["sample_rate"] = args.sample_rate
     return fields
+
+
+def operator_credentials(args: argparse.Namespace) -> OperatorCredentials:
+    return OperatorCredentials(tenant_id=getattr(args, "tenant", None))

@@ -1,20 +1,20 @@
 """RunPod glue: the handler functions and start configuration for ``runpod.serverless.start``.
 
 Handlers are async so that, with ``concurrency_modifier`` above 1, one job's encoding and delivery
-overlap another's synthesis (the engine serializes model work itself); the blocking work runs in
+overlap another's synthesis (the engine runs on its own thread); the blocking work runs in
 threads.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from handlers.dispatch import JobItem, run_job, start_job
+from serverless_tts.runpod_shapes import JobItem, error_string, run_job, start_job
 from shared.errors import TTSError
-from shared.jobs import error_string
 from shared.worker import WorkerContext
 
 _DONE = object()
@@ -26,6 +26,7 @@ def make_stream_handler(ctx: WorkerContext) -> Callable[[RunpodJob], AsyncIterat
     ``/run`` and ``/runsync`` get the list (one result, or a stream's chunks in order)."""
 
     async def handler(job: RunpodJob) -> AsyncIterator[JobItem]:
+        items: Iterator[JobItem] | None = None
         try:
             items = await asyncio.to_thread(start_job, job.get("input"), ctx, job_id=job.get("id"))
             while (item := await asyncio.to_thread(_next, items)) is not _DONE:
@@ -33,6 +34,13 @@ def make_stream_handler(ctx: WorkerContext) -> Callable[[RunpodJob], AsyncIterat
         except TTSError as err:
             # RunPod marks a job FAILED when a streamed item is {"error": <string>}.
             yield {"error": error_string(err)}
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                # A job cancelled mid-stream frees the engine at once. If a step is still
+                # running in its thread the generator is busy; dropping it cancels it then.
+                with contextlib.suppress(ValueError):
+                    close()
 
     return handler
 

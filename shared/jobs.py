@@ -7,16 +7,15 @@ Validation messages name fields and rules, never input values: a job carries an 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
     SecretStr,
-    StrictBool,
-    StrictStr,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -35,7 +34,44 @@ from shared.errors import (
 
 Delivery = Literal["url", "base64", "stream"]
 RequestId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:\-]+$")]
-ApiKey = Annotated[SecretStr, Field(min_length=1, max_length=256)]
+MAX_API_KEY_CHARS = 256
+# One rule for every field, as JSON writes values: a number field takes a JSON number (an
+# integer is fine where a decimal is expected), a boolean takes true/false, a string takes a
+# string; nothing is coerced from another type ("1.5", "false" and true are refused alike).
+# Enum fields take their string names.
+_STRICT = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyCredentials:
+    """A tenant API key as a transport carried it (RunPod's input field, a Bearer header);
+    None when it carried nothing usable, which the dispatcher refuses as ``unauthorized``."""
+
+    api_key: SecretStr | None
+
+    @classmethod
+    def of(cls, value: object) -> ApiKeyCredentials:
+        usable = isinstance(value, str) and 0 < len(value) <= MAX_API_KEY_CHARS
+        return cls(SecretStr(value) if usable else None)  # type: ignore[arg-type]
+
+    def key(self) -> str:
+        if self.api_key is None:
+            raise Unauthorized("a valid api_key is required")
+        return self.api_key.get_secret_value()
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorCredentials:
+    """The operator on the worker's own machine (the CLI beside the tenant store): no key.
+
+    With ``tenant_id`` the job runs as that tenant (charged, with a usage row); without, it is
+    tenant-free: nothing is charged or stored, and its event says so.
+    """
+
+    tenant_id: str | None = None
+
+
+Credentials = ApiKeyCredentials | OperatorCredentials
 
 
 class JobLimits(BaseModel):
@@ -45,20 +81,19 @@ class JobLimits(BaseModel):
 
 
 class _Job(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = _STRICT
 
-    api_key: ApiKey
     request_id: RequestId | None = None
 
 
-class _SpeechSettings(_Job):
+class SpeechSettings(_Job):
     """How to speak: shared by synthesize and greeting jobs, so both hit the same cache keys."""
 
     voice: str | None = Field(None, min_length=1, max_length=128, pattern=r"^[\w .'\-]+$")
     language: str = Field("en", pattern=r"^[a-z]{2}(-[a-z]{2})?$")
     speed: float = Field(1.0, ge=0.5, le=2.0, allow_inf_nan=False)
-    format: AudioFormat = AudioFormat.WAV
-    sample_rate: int | None = Field(None, strict=True)
+    format: AudioFormat = Field(AudioFormat.WAV, strict=False)
+    sample_rate: int | None = None
 
     @field_validator("sample_rate")
     @classmethod
@@ -72,14 +107,14 @@ class _SpeechSettings(_Job):
         return value
 
 
-class SynthesizeJob(_SpeechSettings):
+class SynthesizeJob(SpeechSettings):
     """Speak ``text`` (plain) or ``ssml`` (a safe SSML subset): exactly one of them."""
 
     action: Literal["synthesize"] = "synthesize"
-    text: StrictStr | None = None
-    ssml: StrictStr | None = None
+    text: str | None = None
+    ssml: str | None = None
     delivery: Delivery = "url"
-    cache: StrictBool = Field(True, description="false: always synthesize, never store a copy")
+    cache: bool = Field(True, description="false: always synthesize, never store a copy")
 
     @field_validator("text", "ssml")
     @classmethod
@@ -98,11 +133,11 @@ class SynthesizeJob(_SpeechSettings):
 MAX_GREETINGS = 100
 
 
-class GreetingsWarmJob(_SpeechSettings):
+class GreetingsWarmJob(SpeechSettings):
     """Store a tenant's phrases in the audio cache ahead of time, so calls play them at once."""
 
     action: Literal["greetings.warm"]
-    phrases: list[StrictStr] = Field(min_length=1, max_length=MAX_GREETINGS)
+    phrases: list[str] = Field(min_length=1, max_length=MAX_GREETINGS)
 
     @field_validator("phrases")
     @classmethod
@@ -112,11 +147,11 @@ class GreetingsWarmJob(_SpeechSettings):
         return phrases
 
 
-class GreetingsGetJob(_SpeechSettings):
+class GreetingsGetJob(SpeechSettings):
     """A signed URL for a warmed phrase, at once, or ``not_found``."""
 
     action: Literal["greetings.get"]
-    text: StrictStr = Field(min_length=1)
+    text: str = Field(min_length=1)
 
     @field_validator("text")
     @classmethod
@@ -136,7 +171,7 @@ def _bounded(value: str | None, info: ValidationInfo, factor: int) -> str | None
 
 
 class VoicesJob(_Job):
-    """List the voices the worker's engine can speak with."""
+    """List the voices the tenant can ask for on the worker's engine."""
 
     action: Literal["voices"]
 
@@ -163,8 +198,18 @@ def _limits_from(info: ValidationInfo) -> JobLimits:
     return limits if isinstance(limits, JobLimits) else JobLimits()
 
 
+ACTIONS: tuple[str, ...] = tuple(_JOBS_BY_ACTION)
+
+
+def asked_action(raw: object) -> str:
+    """The action a raw job asks for, for its log event even when it fails to parse."""
+    action = raw.get("action", "synthesize") if isinstance(raw, Mapping) else None
+    return action if isinstance(action, str) and action in _JOBS_BY_ACTION else "unknown"
+
+
 def parse_job(raw: object, limits: JobLimits) -> Job:
-    """Validate raw input (a JSON object) into a job, or raise the matching coded error."""
+    """Validate raw input (a JSON object, credentials already taken out by the transport) into
+    a job, or raise the matching coded error."""
     if not isinstance(raw, Mapping):
         raise InvalidInput("the job input must be a JSON object")
     action = raw.get("action", "synthesize")
@@ -187,9 +232,6 @@ def _coded_error(exc: ValidationError) -> TTSError:
     message = "; ".join(parts)
     kinds = {problem["type"] for problem in problems}
     fields = {str(problem["loc"][0]) for problem in problems if problem["loc"]}
-    if "api_key" in fields:
-        # A job without a usable key is refused as unauthenticated, whatever else is wrong.
-        return Unauthorized("a valid api_key is required")
     if "text_too_long" in kinds:
         return TextTooLong(message)
     if fields & {"format", "sample_rate"} and fields <= {"format", "sample_rate"}:
@@ -214,39 +256,53 @@ class StageTimings(BaseModel):
         return round(value, 3)
 
 
-class SynthesisResult(BaseModel):
+class SpokenAs(BaseModel):
+    """What made the audio: named in every result, stream summary and usage row."""
+
     request_id: str
     engine: str
     voice: str
+    voice_version: str
     language: str
     format: AudioFormat
     content_type: str
     sample_rate: int
+
+
+class SynthesisResult(SpokenAs):
+    """A whole file: a signed URL to it, or its bytes inline (``audio``, for a transport to
+    shape: RunPod base64-encodes it, HTTP sends it as the body)."""
+
     duration_s: float
     bytes: int
     delivery: Literal["url", "base64"]
     url: str | None = None
     expires_at: datetime | None = None
-    audio_base64: str | None = None
+    audio: bytes | None = Field(None, exclude=True, repr=False)
     cached: bool = False
     warning: str | None = None
     timings: StageTimings
 
 
-class StreamChunk(BaseModel):
-    """One item of a streamed job; the last one has ``final`` set and the job's totals."""
+class StreamSummary(SpokenAs):
+    """A finished stream's totals, carried by its last chunk."""
 
-    request_id: str
-    seq: int
-    format: AudioFormat
-    content_type: str
-    sample_rate: int
-    audio_base64: str
-    final: bool = False
-    cached: bool | None = None
-    duration_s: float | None = None
-    bytes: int | None = None
-    timings: StageTimings | None = None
+    duration_s: float
+    bytes: int
+    cached: bool
+    timings: StageTimings
+
+
+@dataclass(frozen=True, slots=True)
+class AudioChunk:
+    """Raw encoded audio of a stream, in order; the last one carries the ``summary``."""
+
+    data: bytes
+    summary: StreamSummary | None = None
+
+    @property
+    def final(self) -> bool:
+        return self.summary is not None
 
 
 class GreetingEntry(BaseModel):
@@ -261,6 +317,7 @@ class GreetingEntry(BaseModel):
 class GreetingsWarmResult(BaseModel):
     engine: str
     voice: str
+    voice_version: str
     greetings: list[GreetingEntry]
 
 
@@ -268,6 +325,7 @@ class VoiceEntry(BaseModel):
     id: str
     name: str
     engine: str
+    version: str
     language: str | None = None
 
 
@@ -280,17 +338,8 @@ class VoicesResult(BaseModel):
 class HealthResult(BaseModel):
     status: Literal["ok"] = "ok"
     engine: str
+    engines: list[str]
     model_version: str
     sample_rate: int
     languages: list[str]
     uptime_s: float
-
-
-def error_string(err: TTSError) -> str:
-    """RunPod's ``error`` must be a string: ``"code: message"`` carries both."""
-    return str(err)
-
-
-def dump(model: BaseModel) -> dict[str, Any]:
-    """JSON-ready dict of a result model (datetimes as ISO strings, no nulls)."""
-    return model.model_dump(mode="json", exclude_none=True)

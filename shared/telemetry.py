@@ -18,12 +18,18 @@ _log = logging.getLogger(JOB_LOGGER)
 
 
 class JobEvent(BaseModel):
+    """One job, whatever its transport. ``job_id`` is the worker's own id for this run (one
+    usage row each); ``request_id`` is the caller's (or the platform's) and may repeat."""
+
     event: Literal["job"] = "job"
     action: str
+    job_id: str
     request_id: str | None = None
     tenant_id: str | None = None
+    operator: bool = False
     engine: str | None = None
     voice: str | None = None
+    voice_version: str | None = None
     language: str | None = None
     format: str | None = None
     delivery: str | None = None
@@ -46,6 +52,7 @@ def usage_record(event: JobEvent) -> UsageRecord:
     assert event.tenant_id is not None and event.request_id is not None
     return UsageRecord(
         tenant_id=event.tenant_id,
+        job_id=event.job_id,
         request_id=event.request_id,
         action=event.action,
         created_at=datetime.now(UTC),
@@ -55,6 +62,7 @@ def usage_record(event: JobEvent) -> UsageRecord:
         latency_ms=event.latency_ms,
         engine=event.engine,
         voice=event.voice,
+        voice_version=event.voice_version,
         format=event.format,
         delivery=event.delivery,
         cached=event.cached,
@@ -95,3 +103,7 @@ def configure_logging(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # httpx logs every request's full URL at INFO: a webhook's or a signed URL's query may carry
+    # a token, so only its warnings reach the log.
+    for chatty in ("httpx", "httpcore"):
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, root.level))

@@ -13,6 +13,7 @@ from typing import Any
 from shared.cache.single_flight import SingleFlight
 from shared.config import Settings
 from shared.engines.base import Engine
+from shared.engines.engine_set import EngineSet
 from shared.engines.registry import load_engine
 from shared.errors import InvalidInput
 from shared.jobs import JobLimits
@@ -21,15 +22,17 @@ from shared.storage.local import LocalAudioStore, load_or_create_secret
 from shared.tenants.base import TenantStore
 from shared.tenants.sqlite_store import SqliteTenantStore
 from shared.tenants.usage import UsageWriter
+from shared.voices.resolver import VoiceResolver
 
 
 @dataclass
 class WorkerContext:
     settings: Settings
-    engine: Engine
+    engines: EngineSet
     tenants: TenantStore
     storage: AudioStore
     usage: UsageWriter
+    voices: VoiceResolver = field(default_factory=VoiceResolver)
     # Identical cache misses in flight at once on this worker share one synthesis.
     inflight: SingleFlight[Any] = field(default_factory=SingleFlight)
     started_at: float = field(default_factory=time.monotonic)
@@ -39,7 +42,9 @@ class WorkerContext:
         return JobLimits(max_text_chars=self.settings.max_text_chars)
 
     def close(self) -> None:
-        """Write every pending usage row, then let go of the stores (graceful shutdown)."""
+        """Stop the engines' threads, write every pending usage row, then let go of the stores
+        (graceful shutdown)."""
+        self.engines.close()
         self.usage.close()
         self.tenants.close()
 
@@ -109,13 +114,25 @@ def build_worker(
     tenants: TenantStore | None = None,
     storage: AudioStore | None = None,
 ) -> WorkerContext:
-    """Load the engine (the slow part of a cold start) and open the stores."""
+    """Load the engine (the slow part of a cold start) and open the stores; what this call
+    opened is closed again if a later step fails (a store passed in stays the caller's)."""
     settings = settings or Settings()
+    opened_tenants = tenants is None
     tenants = tenants or build_tenant_store(settings)
-    return WorkerContext(
-        settings=settings,
-        engine=engine or build_engine(settings),
-        tenants=tenants,
-        storage=storage or build_storage(settings),
-        usage=UsageWriter(tenants.write_usage),
-    )
+    try:
+        engines = EngineSet([engine or build_engine(settings)])
+        try:
+            return WorkerContext(
+                settings=settings,
+                engines=engines,
+                tenants=tenants,
+                storage=storage or build_storage(settings),
+                usage=UsageWriter(tenants.write_usage),
+            )
+        except BaseException:
+            engines.close()
+            raise
+    except BaseException:
+        if opened_tenants:
+            tenants.close()
+        raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -11,6 +12,17 @@ from shared.config import Settings
 from shared.engines.base import Engine
 from shared.tenants.base import UNLIMITED
 from shared.worker import WorkerContext, build_worker
+
+
+def usage_rows(worker: WorkerContext) -> list[sqlite3.Row]:
+    """The embedded store's usage rows, in the order written, once the writer has caught up."""
+    assert worker.usage.flush(timeout_s=10)
+    db = sqlite3.connect(worker.settings.sqlite_path)
+    db.row_factory = sqlite3.Row
+    try:
+        return db.execute("SELECT * FROM usage_logs ORDER BY id").fetchall()
+    finally:
+        db.close()
 
 
 @pytest.fixture

@@ -83,12 +83,13 @@ def _codec_errors(fmt: AudioFormat) -> Iterator[None]:
 
 
 _WAV_HEADER = struct.Struct("<4sI4s4sIHHIIHH4sI")
+WAV_HEADER_BYTES = _WAV_HEADER.size
 # A RIFF size field of 0xFFFFFFFF means "unknown length": ffmpeg and libsndfile then read the
 # data chunk to EOF, which is what a stream needs since its length is unknown when the header goes.
 _WAV_STREAM_SIZE = 0xFFFFFFFF
 
 
-def _wav_header(rate: int, data_bytes: int | None) -> bytes:
+def wav_header(rate: int, data_bytes: int | None) -> bytes:
     """44-byte PCM16 mono RIFF header; ``data_bytes=None`` for a stream of unknown length."""
     data_size = _WAV_STREAM_SIZE if data_bytes is None else data_bytes
     riff_size = _WAV_STREAM_SIZE if data_bytes is None else 36 + data_bytes
@@ -125,7 +126,7 @@ _STREAM_OGG_PAGE_MS = 200.0
 
 def _encode_wav(audio: Pcm, rate: int) -> bytes:
     data = _pcm16_bytes(float_to_int16(audio))
-    return _wav_header(rate, len(data)) + data
+    return wav_header(rate, len(data)) + data
 
 
 def _encode_mp3(audio: Pcm, rate: int) -> bytes:
@@ -251,7 +252,7 @@ class _WavStream(_ResamplingStream):
             return data
         # Header goes out with the first call so a player can start before any audio exists.
         self._header_sent = True
-        return _wav_header(self._rate, None) + data
+        return wav_header(self._rate, None) + data
 
 
 class _Mp3Stream(_ResamplingStream):

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from shared.engines.base import Pcm, VoiceInfo
+from shared.engines.base import Pcm, StreamingTraits, Voice
 from shared.engines.fingerprint import fingerprint
 from shared.errors import EngineUnavailable, InvalidInput, UnsupportedLanguage, VoiceNotFound
 
@@ -29,9 +29,15 @@ SEGMENT_LIMIT = 400
 
 
 class PiperEngine:
-    """One Piper voice behind the ``Engine`` protocol; one lock around the ONNX session."""
+    """One Piper voice behind the ``Engine`` protocol.
+
+    A lock guards each step of the ONNX session (one sentence), never the time between steps:
+    streams of several requests may interleave sentence by sentence.
+    """
 
     name = "piper"
+    # One chunk per sentence, and a whole segment is just its sentences joined: streaming is free.
+    streaming = StreamingTraits(incremental=True, cost_ratio=1.0, interleavable=True)
 
     def __init__(
         self, voice: PiperVoice, *, voice_id: str, languages: frozenset[str], model_version: str
@@ -79,25 +85,37 @@ class PiperEngine:
             model_version=_model_version(model_path, config_path),
         )
 
-    def voices(self) -> Sequence[VoiceInfo]:
+    def voices(self) -> Sequence[Voice]:
         language = min(self.languages) if len(self.languages) == 1 else None
         return [
-            VoiceInfo(id=self._voice_id, name=self._voice_id, engine=self.name, language=language)
+            Voice(
+                id=self._voice_id,
+                name=self._voice_id,
+                engine=self.name,
+                version=self.model_version,
+                language=language,
+            )
         ]
+
+    def voice(self, voice_id: str) -> Voice:
+        [only] = self.voices()
+        if voice_id != only.id:
+            raise VoiceNotFound(f"Piper has no voice {voice_id!r}; available: {only.id}")
+        return only
 
     def segment_limit(self, language: str) -> int:
         self._check_language(language)
         return SEGMENT_LIMIT
 
-    def synthesize(self, text: str, *, voice: str, language: str, speed: float) -> Pcm:
+    def synthesize(self, text: str, *, voice: Voice, language: str, speed: float) -> Pcm:
         chunks = list(self.stream(text, voice=voice, language=language, speed=speed))
         return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
 
-    def stream(self, text: str, *, voice: str, language: str, speed: float) -> Iterator[Pcm]:
+    def stream(self, text: str, *, voice: Voice, language: str, speed: float) -> Iterator[Pcm]:
         # Validate before the generator starts: bad input fails at the call, not at next().
         self._check_language(language)
-        if voice != self._voice_id:
-            raise VoiceNotFound(f"Piper has no voice {voice!r}; available: {self._voice_id}")
+        if voice.engine != self.name or voice.id != self._voice_id:
+            raise VoiceNotFound(f"Piper has no voice {voice.id!r}; available: {self._voice_id}")
         if not text.strip():
             raise InvalidInput("text is empty")
         if not math.isfinite(speed) or speed <= 0:
@@ -109,20 +127,20 @@ class PiperEngine:
 
         # length_scale is duration per phoneme: twice as fast is half as long.
         config = SynthesisConfig(length_scale=1.0 / speed)
-        with self._lock:
-            chunks = iter(self._voice.synthesize(text, config))
-            while True:
-                try:
+        chunks = iter(self._voice.synthesize(text, config))
+        while True:
+            try:
+                with self._lock:
                     chunk = next(chunks)
-                except StopIteration:
-                    return
-                except Exception as exc:
-                    raise EngineUnavailable(
-                        f"Piper synthesis failed: {type(exc).__name__}: {exc}"
-                    ) from exc
-                pcm = np.clip(np.asarray(chunk.audio_float_array, dtype=np.float32), -1.0, 1.0)
-                if pcm.size:
-                    yield pcm.reshape(-1)
+            except StopIteration:
+                return
+            except Exception as exc:
+                raise EngineUnavailable(
+                    f"Piper synthesis failed: {type(exc).__name__}: {exc}"
+                ) from exc
+            pcm = np.clip(np.asarray(chunk.audio_float_array, dtype=np.float32), -1.0, 1.0)
+            if pcm.size:
+                yield pcm.reshape(-1)
 
     def _check_language(self, language: str) -> None:
         if language.lower() not in self.languages:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from shared.engines.base import Pcm, VoiceInfo
+from shared.engines.base import Pcm, StreamingTraits, Voice
 from shared.engines.fingerprint import fingerprint
 from shared.errors import (
     EngineUnavailable,
@@ -72,6 +72,10 @@ class XttsEngine:
     """
 
     name = "xtts"
+    # coqui's inference_stream re-decodes every latent so far at each chunk (2.7x the compute of
+    # a whole segment for 3 s of audio, bench/README.md) and keeps the prompt in the model
+    # (gpt_inference.cached_prefix_emb), so one stream must finish before another step runs.
+    streaming = StreamingTraits(incremental=True, cost_ratio=2.7, interleavable=False)
 
     def __init__(
         self,
@@ -172,19 +176,36 @@ class XttsEngine:
             # The first call pays for CUDA kernels and allocator growth; a user should not.
             engine.synthesize(
                 WARMUP_TEXT,
-                voice=engine.default_voice,
+                voice=engine.voice(engine.default_voice),
                 language=engine._warmup_language(),
                 speed=1.0,
             )
         return engine
 
-    def voices(self) -> Sequence[VoiceInfo]:
-        return [VoiceInfo(id=voice, name=voice, engine=self.name) for voice in self._latents]
+    def voices(self) -> Sequence[Voice]:
+        return [self._builtin(name, latents) for name, latents in self._latents.items()]
+
+    def voice(self, voice_id: str) -> Voice:
+        latents = self._latents.get(voice_id)
+        if latents is None:
+            known = ", ".join(self._latents) or "none"
+            raise VoiceNotFound(f"XTTS has no voice {voice_id!r}; available: {known}")
+        return self._builtin(voice_id, latents)
+
+    def _builtin(self, name: str, latents: _Latents) -> Voice:
+        # The speakers file is part of the model version, so it versions these voices too.
+        return Voice(
+            id=name,
+            name=name,
+            engine=self.name,
+            version=self.model_version,
+            conditioning=latents,
+        )
 
     def segment_limit(self, language: str) -> int:
         return xtts_char_limit(self._check_language(language))
 
-    def synthesize(self, text: str, *, voice: str, language: str, speed: float) -> Pcm:
+    def synthesize(self, text: str, *, voice: Voice, language: str, speed: float) -> Pcm:
         latents, language = self._prepare(text, voice, language, speed)
         import torch
 
@@ -205,7 +226,7 @@ class XttsEngine:
                 pieces.append(_to_pcm(out["wav"]))
         return np.concatenate(pieces)
 
-    def stream(self, text: str, *, voice: str, language: str, speed: float) -> Iterator[Pcm]:
+    def stream(self, text: str, *, voice: Voice, language: str, speed: float) -> Iterator[Pcm]:
         # Validate before the generator starts: bad input fails at the call, not at next().
         latents, language = self._prepare(text, voice, language, speed)
         with self._lock:
@@ -244,12 +265,13 @@ class XttsEngine:
                 finally:
                     chunks.close()
 
-    def _prepare(self, text: str, voice: str, language: str, speed: float) -> tuple[_Latents, str]:
+    def _prepare(
+        self, text: str, voice: Voice, language: str, speed: float
+    ) -> tuple[_Latents, str]:
         language = self._check_language(language)
-        latents = self._latents.get(voice)
-        if latents is None:
-            known = ", ".join(self._latents) or "none"
-            raise VoiceNotFound(f"XTTS has no voice {voice!r}; available: {known}")
+        latents = voice.conditioning
+        if voice.engine != self.name or not isinstance(latents, _Latents):
+            raise VoiceNotFound(f"voice {voice.id!r} is not an XTTS voice")
         if not text.strip():
             raise InvalidInput("text is empty")
         if not math.isfinite(speed) or speed <= 0:

@@ -7,6 +7,7 @@ speed, so handlers neither split nor parse anything themselves.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -37,8 +38,17 @@ def _speed(speed: float) -> float:
     return clamp_rate(speed)
 
 
+# A letter or digit in any script: a segment without one ("...", "?!") has nothing to say, and
+# engines answer it with silence (Piper: 0.0 s), which must not be charged as speech.
+_SPEAKABLE = re.compile(r"[^\W_]")
+
+
 def _segments(text: str, limit: int, speed: float) -> list[SpeechSegment]:
-    return [SpeechSegment(part, speed) for part in split_segments(normalize_text(text), limit)]
+    return [
+        SpeechSegment(part, speed)
+        for part in split_segments(normalize_text(text), limit)
+        if _SPEAKABLE.search(part)
+    ]
 
 
 def _require_speech(plan: list[PlanItem], what: str) -> list[PlanItem]:
@@ -50,7 +60,7 @@ def _require_speech(plan: list[PlanItem], what: str) -> list[PlanItem]:
 def plan_text(text: str, *, limit: int, speed: float) -> list[PlanItem]:
     """Plan plain text: normalize, then split into segments of at most ``limit`` characters."""
     plan: list[PlanItem] = [*_segments(text, limit, _speed(speed))]
-    return _require_speech(plan, "the text is empty after normalization")
+    return _require_speech(plan, "the text has no letters or digits to speak")
 
 
 def plan_ssml(ssml: str, *, limit: int, speed: float) -> list[PlanItem]:

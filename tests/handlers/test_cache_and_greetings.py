@@ -6,55 +6,32 @@ from __future__ import annotations
 import base64
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
 
-from handlers.dispatch import run_job
-from handlers.synthesize import prepare
-from shared.engines.base import Engine, Pcm, VoiceInfo
+from handlers.prepare import SpeechRequest, prepare
+from serverless_tts.runpod_shapes import run_job
+from shared.engines.base import Engine
 from shared.errors import ErrorCode, TTSError
 from shared.jobs import SynthesizeJob, parse_job
 from shared.storage.s3 import S3AudioStore
 from shared.tenants.base import UNLIMITED
 from shared.worker import WorkerContext, build_worker
 from tests.audio_probe import audio_stream, ffprobe_json
+from tests.engine_wrappers import GatedEngine
 from tests.s3_server import MotoS3, s3_client_for
 
-
-class CountingEngine:
-    """The real Piper engine, counting how often it is asked to speak; ``gate`` can hold it."""
-
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
-        self.name, self.model_version = engine.name, engine.model_version
-        self.sample_rate, self.languages = engine.sample_rate, engine.languages
-        self.default_voice = engine.default_voice
-        self.calls = 0
-        self.gate: threading.Event | None = None
-
-    def voices(self) -> Sequence[VoiceInfo]:
-        return self._engine.voices()
-
-    def segment_limit(self, language: str) -> int:
-        return self._engine.segment_limit(language)
-
-    def synthesize(self, text: str, *, voice: str, language: str, speed: float) -> Pcm:
-        self.calls += 1
-        if self.gate is not None:
-            assert self.gate.wait(timeout=30)
-        return self._engine.synthesize(text, voice=voice, language=language, speed=speed)
-
-    def stream(self, text: str, *, voice: str, language: str, speed: float) -> Iterator[Pcm]:
-        self.calls += 1
-        return self._engine.stream(text, voice=voice, language=language, speed=speed)
+# The real Piper engine, counting how often it is asked to speak; a test may swap in a closed
+# ``gate`` to hold it.
+CountingEngine = GatedEngine
 
 
 @pytest.fixture
 def engine(piper_engine: Engine) -> CountingEngine:
-    return CountingEngine(piper_engine)
+    return GatedEngine(piper_engine, open_gate=True)
 
 
 @pytest.fixture
@@ -136,9 +113,11 @@ def test_two_concurrent_identical_jobs_run_the_engine_once(
         results.extend(run_job(job(key, text="Only once, please."), cache_worker))
 
     tenant = cache_worker.tenants.authenticate(key)
-    parsed = parse_job(job(key, text="Only once, please."), cache_worker.limits)
+    parsed = parse_job({"text": "Only once, please."}, cache_worker.limits)
     assert isinstance(parsed, SynthesizeJob)
-    slot = prepare(parsed, cache_worker, tenant=tenant, request_id="probe").cache_slot
+    request = SpeechRequest.of(parsed)
+    slot = prepare(request, cache_worker, tenant=tenant, request_id="probe").cache_slot
+    assert slot is not None
     threads = [threading.Thread(target=one) for _ in range(2)]
     for thread in threads:
         thread.start()

@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import sqlite3
-
 import pytest
 
-from handlers.dispatch import run_job
+from serverless_tts.runpod_shapes import run_job
 from shared.errors import ErrorCode, TTSError
 from shared.tenants.base import TenantLimits
 from shared.worker import WorkerContext
-
-
-def usage_rows(worker: WorkerContext) -> list[sqlite3.Row]:
-    assert worker.usage.flush(timeout_s=10)
-    db = sqlite3.connect(worker.settings.sqlite_path)
-    db.row_factory = sqlite3.Row
-    return db.execute("SELECT * FROM usage_logs ORDER BY id").fetchall()
+from tests.worker_fixtures import usage_rows
 
 
 def test_n_jobs_leave_exactly_n_usage_rows_with_their_fields(
@@ -43,11 +35,27 @@ def test_n_jobs_leave_exactly_n_usage_rows_with_their_fields(
     assert failed["error_code"] == "voice_not_found" and first["error_code"] is None
 
 
-def test_a_retried_request_id_stays_one_usage_row(worker: WorkerContext, api_key: str) -> None:
-    job = {"api_key": api_key, "text": "Again.", "request_id": "retry-me"}
-    run_job(job, worker)
-    run_job(job, worker)
-    assert [row["request_id"] for row in usage_rows(worker)] == ["retry-me"]
+def test_a_reused_request_id_is_charged_and_logged_every_time(worker: WorkerContext) -> None:
+    """The defect: two 40-char jobs with one request id used 80 of a 100-char quota while the
+    usage showed 40. Every charged job leaves its own row, and the rows add up to the quota."""
+    key = worker.tenants.create_tenant("reuse", TenantLimits(monthly_char_quota=100)).api_key
+    text = "Thirty nine characters in this one here."
+    job = {"api_key": key, "text": text, "request_id": "same-id", "delivery": "base64"}
+    first, second = run_job(job, worker), run_job(job, worker)
+    assert first[0]["cached"] is False and second[0]["cached"] is True  # cached, yet charged
+    rows = usage_rows(worker)
+    assert [row["request_id"] for row in rows] == ["same-id", "same-id"]
+    assert len({row["job_id"] for row in rows}) == 2
+    assert sum(row["input_chars"] for row in rows) == 2 * len(text) == 80
+    # 80 of 100 are used: a 21-char job is refused (and charged nothing), a 20-char one fits.
+    with pytest.raises(TTSError) as refused:
+        run_job({"api_key": key, "text": "x" * 21, "request_id": "same-id"}, worker)
+    assert refused.value.code == ErrorCode.QUOTA_EXCEEDED
+    run_job({"api_key": key, "text": "y" * 20, "request_id": "same-id"}, worker)
+    rows = usage_rows(worker)
+    charged = [row for row in rows if row["error_code"] is None]
+    assert sum(row["input_chars"] for row in charged) == 100
+    assert [row["input_chars"] for row in rows if row["error_code"]] == [0]
 
 
 def test_jobs_without_a_valid_key_leave_no_usage_row(worker: WorkerContext) -> None:

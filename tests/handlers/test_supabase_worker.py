@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 from pydantic import SecretStr
 
-from handlers.dispatch import run_job
+from serverless_tts.runpod_shapes import run_job
 from shared.config import Settings
 from shared.engines.base import Engine
 from shared.errors import ErrorCode, TTSError

@@ -4,15 +4,18 @@ care which engine speaks."""
 from __future__ import annotations
 
 import base64
+import threading
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
-from handlers.dispatch import run_job
+from serverless_tts.runpod_shapes import run_job, start_job
 from shared.engines.base import Engine
 from shared.tenants.base import UNLIMITED
 from shared.worker import WorkerContext
 from tests.audio_probe import audio_stream, ffprobe_json, probe_duration_s
+from tests.engine_wrappers import RecordingEngine, recording_worker
 
 
 @pytest.fixture
@@ -62,3 +65,47 @@ def test_xtts_builtin_speakers_are_the_voices(xtts_worker: WorkerContext, xtts_k
     assert len(ids) == 2 and voices["default_voice"] in ids
     job = {"api_key": xtts_key, "text": "Hi.", "voice": ids[1], "delivery": "base64"}
     assert run_job(job, xtts_worker)[0]["voice"] == ids[1]
+
+
+def test_an_xtts_stream_keeps_the_engine_only_to_the_end_of_its_segment(
+    make_worker: Callable[[Engine], WorkerContext],
+    xtts_engine: Engine,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """XTTS keeps a stream's prompt in the model, so another job cannot run mid-segment; it
+    runs as soon as the segment ends, before the stream's next segment."""
+    b_submitted = threading.Event()
+    first_steps: list[str] = []
+
+    def hold(text: str) -> None:
+        if text.startswith("First"):
+            first_steps.append(text)
+            if len(first_steps) == 2:  # A is mid-segment: now let B arrive
+                assert b_submitted.wait(timeout=60)
+
+    recording = RecordingEngine(xtts_engine, hold=hold)
+    worker = recording_worker(make_worker, recording, monkeypatch)
+    key = worker.tenants.create_tenant("acme", UNLIMITED).api_key
+    a_text = "First segment speaks. Second segment follows."
+    stream = start_job(
+        {"api_key": key, "text": a_text, "delivery": "stream", "format": "pcm16"}, worker
+    )
+    next(stream)
+    runner = worker.engines.default
+    original_submit = runner.submit
+
+    def submit_b(steps: Any, *, label: str = "") -> Any:
+        handle = original_submit(steps, label=label)
+        b_submitted.set()
+        return handle
+
+    monkeypatch.setattr(runner, "submit", submit_b)
+    [result] = run_job({"api_key": key, "text": "Bravo.", "delivery": "base64"}, worker)
+    chunks = [next(stream), *stream]
+    assert chunks[-1]["final"] is True and result["duration_s"] > 0
+    events = recording.events
+    b_begin = events.index(("begin", "Bravo."))
+    last_first = max(i for i, event in enumerate(events) if event[1].startswith("First"))
+    second = events.index(("begin", "Second segment follows."))
+    assert len(first_steps) >= 3  # the first segment streamed in several steps
+    assert last_first < b_begin < second

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shared.engines.base import Engine
+from shared.engines.base import Engine, Voice
 from shared.engines.piper import SEGMENT_LIMIT, PiperEngine
 from shared.engines.registry import load_engine
 from shared.errors import EngineUnavailable, InvalidInput, UnsupportedLanguage, VoiceNotFound
@@ -28,7 +28,9 @@ THREE_SENTENCES = (
 
 
 def _speak(engine: Engine, text: str, speed: float = 1.0) -> np.ndarray:
-    return engine.synthesize(text, voice=engine.default_voice, language="en", speed=speed)
+    return engine.synthesize(
+        text, voice=engine.voice(engine.default_voice), language="en", speed=speed
+    )
 
 
 def _rms(pcm: np.ndarray) -> float:
@@ -55,6 +57,7 @@ def test_bundled_voice_metadata_comes_from_its_config(piper_engine: Engine) -> N
     assert piper_engine.sample_rate == config["audio"]["sample_rate"] == 22050
     assert piper_engine.languages == frozenset({"en"})
     assert [v.id for v in piper_engine.voices()] == ["en_US-joe-medium"]
+    assert piper_engine.voices()[0].version == piper_engine.model_version
     assert piper_engine.default_voice == "en_US-joe-medium"
     assert piper_engine.model_version.startswith("piper-")
     assert piper_engine.segment_limit("en") == SEGMENT_LIMIT
@@ -78,7 +81,10 @@ def test_three_sentences_last_more_than_twice_as_long_as_one(piper_engine: Engin
 def test_stream_yields_one_chunk_per_sentence(piper_engine: Engine) -> None:
     chunks = list(
         piper_engine.stream(
-            THREE_SENTENCES, voice=piper_engine.default_voice, language="en", speed=1.0
+            THREE_SENTENCES,
+            voice=piper_engine.voice(piper_engine.default_voice),
+            language="en",
+            speed=1.0,
         )
     )
     assert len(chunks) == 3
@@ -102,11 +108,14 @@ def test_output_encodes_to_a_wav_ffprobe_accepts(piper_engine: Engine) -> None:
 
 def test_unknown_voice_is_voice_not_found(piper_engine: Engine) -> None:
     with pytest.raises(VoiceNotFound, match="Ana Florence"):
-        piper_engine.synthesize("Hello.", voice="Ana Florence", language="en", speed=1.0)
+        piper_engine.voice("Ana Florence")
+    foreign = Voice(id="Ana Florence", name="Ana Florence", engine="xtts", version="xtts-1")
+    with pytest.raises(VoiceNotFound, match="Ana Florence"):
+        piper_engine.synthesize("Hello.", voice=foreign, language="en", speed=1.0)
 
 
 def test_unsupported_language_is_unsupported_language(piper_engine: Engine) -> None:
-    voice = piper_engine.default_voice
+    voice = piper_engine.voice(piper_engine.default_voice)
     with pytest.raises(UnsupportedLanguage, match="de"):
         piper_engine.synthesize("Hallo.", voice=voice, language="de", speed=1.0)
     with pytest.raises(UnsupportedLanguage):
@@ -118,7 +127,9 @@ def test_blank_text_or_non_positive_speed_is_invalid_input(
     piper_engine: Engine, text: str, speed: float
 ) -> None:
     with pytest.raises(InvalidInput):
-        piper_engine.synthesize(text, voice=piper_engine.default_voice, language="en", speed=speed)
+        piper_engine.synthesize(
+            text, voice=piper_engine.voice(piper_engine.default_voice), language="en", speed=speed
+        )
 
 
 def test_missing_model_file_is_engine_unavailable(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ from typing import cast
 import numpy as np
 import pytest
 
-from shared.engines.base import Engine
+from shared.engines.base import Engine, Voice
 from shared.engines.registry import load_engine
 from shared.engines.xtts import XttsEngine, _resolve_device
 from shared.errors import EngineUnavailable, InvalidInput, UnsupportedLanguage, VoiceNotFound
@@ -115,6 +115,9 @@ def test_lists_builtin_speakers_as_voices(xtts_engine: Engine) -> None:
     voices = xtts_engine.voices()
     assert [v.id for v in voices] == list(SPEAKERS)
     assert {v.engine for v in voices} == {"xtts"}
+    # Built-in voices ship with the weights: the model version versions them.
+    assert {v.version for v in voices} == {xtts_engine.model_version}
+    assert all(v.conditioning is not None for v in voices)
     # No "Ana Florence" in the test checkpoint: the first speaker is the default.
     assert xtts_engine.default_voice == SPEAKERS[0]
 
@@ -126,8 +129,9 @@ def test_segment_limit_is_the_languages_character_limit(xtts_engine: Engine) -> 
 
 
 def test_synthesize_returns_float32_audio_as_long_as_the_token_cap(xtts_engine: Engine) -> None:
+    voice = xtts_engine.voice(SPEAKERS[1])
     pcm = xtts_engine.synthesize(
-        "Hello world, this is a test.", voice=SPEAKERS[1], language="en", speed=1.0
+        "Hello world, this is a test.", voice=voice, language="en", speed=1.0
     )
     _assert_audio(pcm)
     expected = XTTS_TEST_MAX_AUDIO_TOKENS * SECONDS_PER_TOKEN
@@ -135,14 +139,14 @@ def test_synthesize_returns_float32_audio_as_long_as_the_token_cap(xtts_engine: 
 
 
 def test_speed_two_halves_the_duration(xtts_engine: Engine) -> None:
-    text, voice = "Speed changes the duration.", xtts_engine.default_voice
+    text, voice = "Speed changes the duration.", xtts_engine.voice(xtts_engine.default_voice)
     normal = xtts_engine.synthesize(text, voice=voice, language="en", speed=1.0)
     fast = xtts_engine.synthesize(text, voice=voice, language="en", speed=2.0)
     assert fast.size / normal.size == pytest.approx(0.5, abs=0.03)
 
 
 def test_stream_yields_several_chunks_that_add_up_to_the_segment(xtts_engine: Engine) -> None:
-    voice = xtts_engine.default_voice
+    voice = xtts_engine.voice(xtts_engine.default_voice)
     whole = xtts_engine.synthesize("Streaming test.", voice=voice, language="en", speed=1.0)
     chunks = list(xtts_engine.stream("Streaming test.", voice=voice, language="en", speed=1.0))
     assert len(chunks) >= 3
@@ -173,7 +177,7 @@ def test_cjk_text_split_and_all_synthesized(
 def _synthesize_all(engine: XttsEngine, text: str, language: str) -> list[str]:
     limit = engine.segment_limit(language)
     segments = split_segments(text, limit)
-    voice = engine.default_voice
+    voice = engine.voice(engine.default_voice)
     for segment in segments:
         assert len(segment) <= limit
         pcm = engine.synthesize(segment, voice=voice, language=language, speed=1.0)
@@ -189,7 +193,7 @@ def test_segment_over_400_tokens_after_number_expansion_is_split_and_spoken(
     # 220 characters, within the English limit, but every number becomes a dozen words.
     text = " ".join(["987654321987"] * 17)
     assert len(text) <= xtts_engine.segment_limit("en")
-    voice = xtts_engine.default_voice
+    voice = xtts_engine.voice(xtts_engine.default_voice)
     pcm = xtts_engine.synthesize(text, voice=voice, language="en", speed=1.0)
     one_part = xtts_engine.synthesize("Hello.", voice=voice, language="en", speed=1.0)
     # Every part runs to the token cap, so the audio length counts the parts: more than one.
@@ -200,13 +204,17 @@ def test_segment_over_400_tokens_after_number_expansion_is_split_and_spoken(
 
 def test_unknown_voice_is_voice_not_found(xtts_engine: Engine) -> None:
     with pytest.raises(VoiceNotFound, match="Nobody"):
-        xtts_engine.synthesize("Hello.", voice="Nobody", language="en", speed=1.0)
+        xtts_engine.voice("Nobody")
+    # A voice resolved for another engine carries no XTTS conditioning.
+    foreign = Voice(id="Nobody", name="Nobody", engine="piper", version="piper-1")
+    with pytest.raises(VoiceNotFound, match="Nobody"):
+        xtts_engine.synthesize("Hello.", voice=foreign, language="en", speed=1.0)
     with pytest.raises(VoiceNotFound):
-        xtts_engine.stream("Hello.", voice="Nobody", language="en", speed=1.0)
+        xtts_engine.stream("Hello.", voice=foreign, language="en", speed=1.0)
 
 
 def test_unknown_language_is_unsupported_language(xtts_engine: Engine) -> None:
-    voice = xtts_engine.default_voice
+    voice = xtts_engine.voice(xtts_engine.default_voice)
     with pytest.raises(UnsupportedLanguage, match="xx"):
         xtts_engine.synthesize("Hello.", voice=voice, language="xx", speed=1.0)
     with pytest.raises(UnsupportedLanguage):
@@ -220,7 +228,8 @@ def test_blank_text_or_non_positive_speed_is_invalid_input(
     xtts_engine: Engine, text: str, speed: float
 ) -> None:
     with pytest.raises(InvalidInput):
-        xtts_engine.synthesize(text, voice=xtts_engine.default_voice, language="en", speed=speed)
+        voice = xtts_engine.voice(xtts_engine.default_voice)
+        xtts_engine.synthesize(text, voice=voice, language="en", speed=speed)
 
 
 @pytest.mark.parametrize("missing", ["model.pth", "vocab.json", "config.json"])
@@ -262,7 +271,7 @@ def test_registry_auto_loads_xtts_and_version_follows_config(
 
 
 def test_concurrent_synthesize_from_two_threads_both_succeed(xtts_engine: Engine) -> None:
-    voice = xtts_engine.default_voice
+    voice = xtts_engine.voice(xtts_engine.default_voice)
 
     def job(text: str) -> np.ndarray:
         return xtts_engine.synthesize(text, voice=voice, language="en", speed=1.0)
@@ -277,7 +286,7 @@ def test_concurrent_synthesize_from_two_threads_both_succeed(xtts_engine: Engine
 
 
 def test_open_stream_holds_the_model_until_closed(xtts_engine: Engine) -> None:
-    voice = xtts_engine.default_voice
+    voice = xtts_engine.voice(xtts_engine.default_voice)
     started = time.perf_counter()
     xtts_engine.synthesize("Timing.", voice=voice, language="en", speed=1.0)
     one_job_s = time.perf_counter() - started

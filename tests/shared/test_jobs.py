@@ -1,4 +1,9 @@
-"""The job contract: every field's bounds and types map to a stable error code."""
+"""The job contract: every field's bounds and types map to a stable error code.
+
+Jobs here are RunPod inputs, the key among the fields: ``parse_input`` does what the RunPod
+transport and the dispatcher do (take the key out, refuse a job without a usable one first,
+then validate the rest), so the contract is checked as a client meets it.
+"""
 
 from __future__ import annotations
 
@@ -6,21 +11,28 @@ from typing import Any
 
 import pytest
 
+from serverless_tts.runpod_shapes import take_credentials
 from shared.errors import ErrorCode, TTSError
-from shared.jobs import JobLimits, SynthesizeJob, VoicesJob, parse_job
+from shared.jobs import ApiKeyCredentials, Job, JobLimits, SynthesizeJob, VoicesJob, parse_job
 
 LIMITS = JobLimits(max_text_chars=100)
 VALID: dict[str, Any] = {"api_key": "k", "text": "Hello there."}
 
 
+def parse_input(raw: object, limits: JobLimits = LIMITS) -> Job:
+    credentials, job = take_credentials(raw)
+    credentials.key()
+    return parse_job(job, limits)
+
+
 def code_of(raw: object, limits: JobLimits = LIMITS) -> ErrorCode:
     with pytest.raises(TTSError) as caught:
-        parse_job(raw, limits)
+        parse_input(raw, limits)
     return caught.value.code
 
 
 def test_minimal_job_gets_documented_defaults() -> None:
-    job = parse_job(VALID, LIMITS)
+    job = parse_input(VALID, LIMITS)
     assert isinstance(job, SynthesizeJob)
     assert (job.language, job.speed, job.format, job.delivery) == ("en", 1.0, "wav", "url")
     assert job.sample_rate is None and job.voice is None and job.request_id is None
@@ -73,12 +85,15 @@ def test_neither_text_nor_ssml_is_invalid_input() -> None:
 
 @pytest.mark.parametrize("raw", [None, "text", 5, ["api_key"]])
 def test_input_that_is_not_an_object_is_invalid_input(raw: object) -> None:
-    assert code_of(raw) == ErrorCode.INVALID_INPUT
+    assert code_of(raw) == ErrorCode.UNAUTHORIZED  # it carries no key, so that comes first
+    with pytest.raises(TTSError) as caught:
+        parse_job(raw, LIMITS)
+    assert caught.value.code == ErrorCode.INVALID_INPUT
 
 
 def test_ssml_may_use_twice_the_text_bound_for_markup() -> None:
     ssml = "<speak>" + "a" * 150 + "</speak>"
-    assert isinstance(parse_job({"api_key": "k", "ssml": ssml}, LIMITS), SynthesizeJob)
+    assert isinstance(parse_input({"api_key": "k", "ssml": ssml}, LIMITS), SynthesizeJob)
     too_long = "<speak>" + "a" * 200 + "</speak>"
     assert code_of({"api_key": "k", "ssml": too_long}) == ErrorCode.TEXT_TOO_LONG
 
@@ -86,31 +101,35 @@ def test_ssml_may_use_twice_the_text_bound_for_markup() -> None:
 def test_text_bound_comes_from_configuration() -> None:
     text = "x" * 150
     assert code_of({**VALID, "text": text}) == ErrorCode.TEXT_TOO_LONG
-    job = parse_job({**VALID, "text": text}, JobLimits(max_text_chars=150))
+    job = parse_input({**VALID, "text": text}, JobLimits(max_text_chars=150))
     assert isinstance(job, SynthesizeJob)
 
 
 def test_error_messages_never_echo_the_api_key() -> None:
     secret = "stts_deadbeef_" + "s" * 43
     with pytest.raises(TTSError) as caught:
-        parse_job({"api_key": secret, "text": 5, "speed": "x"}, LIMITS)
+        parse_input({"api_key": secret, "text": 5, "speed": "x"}, LIMITS)
     assert secret not in str(caught.value)
     with pytest.raises(TTSError) as caught:
-        parse_job({**VALID, "text": 5, "speed": "x"}, LIMITS)
+        parse_job({"api_key": secret, "text": 5}, LIMITS)  # a key left among the fields
+    assert secret not in str(caught.value)
+    with pytest.raises(TTSError) as caught:
+        parse_input({**VALID, "text": 5, "speed": "x"}, LIMITS)
     assert "text" in caught.value.message and "speed" in caught.value.message
 
 
-def test_api_key_is_hidden_in_the_model_repr() -> None:
-    job = parse_job({**VALID, "api_key": "super-secret"}, LIMITS)
-    assert "super-secret" not in repr(job)
+def test_api_key_is_hidden_in_the_credentials_repr() -> None:
+    credentials, job = take_credentials({**VALID, "api_key": "super-secret"})
+    assert "super-secret" not in repr(credentials) + repr(job)
+    assert credentials == ApiKeyCredentials.of("super-secret")
 
 
 def test_voices_action_parses_its_own_model() -> None:
-    assert isinstance(parse_job({"action": "voices", "api_key": "k"}, LIMITS), VoicesJob)
+    assert isinstance(parse_input({"action": "voices", "api_key": "k"}, LIMITS), VoicesJob)
 
 
 def test_all_documented_formats_and_rates_are_accepted() -> None:
     for fmt in ("wav", "mp3", "ogg_opus", "flac", "pcm16", "mulaw"):
         for rate in (8000, 16000, 22050, 24000, 44100, 48000):
-            job = parse_job({**VALID, "format": fmt, "sample_rate": rate}, LIMITS)
+            job = parse_input({**VALID, "format": fmt, "sample_rate": rate}, LIMITS)
             assert isinstance(job, SynthesizeJob)

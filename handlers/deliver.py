@@ -1,0 +1,123 @@
+"""Deliver a whole file: from the cache when it can, else synthesize, store and hand it back.
+
+Identical misses in flight at once on one worker are synthesized once (single flight). Storing
+can fail without failing the job: a small result then comes back inline with a warning.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+
+from handlers.cache_hit import answer_from_cache, check_inline_size
+from handlers.prepare import PreparedSpeech
+from handlers.render import render_whole
+from handlers.results import inline, ms_since, result, signed
+from shared.audio.encode import encode, pcm_duration_s
+from shared.cache import audio_cache
+from shared.cache.audio_cache import CacheEntry
+from shared.errors import StorageUnavailable
+from shared.jobs import StageTimings, SynthesisResult
+from shared.storage.base import object_key
+from shared.worker import WorkerContext
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedAudio:
+    data: bytes
+    duration_s: float
+    synth_ms: float
+    encode_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Made:
+    """What one synthesis produced and, when it could be stored, where."""
+
+    audio: EncodedAudio
+    stored_key: str | None
+    store_error: StorageUnavailable | None
+
+
+def synthesize(prepared: PreparedSpeech, ctx: WorkerContext) -> SynthesisResult:
+    """The job's whole file, as a signed URL or inline bytes."""
+    if not prepared.cached:
+        return _deliver(prepared, ctx, _make_and_store(prepared, ctx), cached=False)
+    hit = answer_from_cache(prepared, ctx)
+    if hit is not None:
+        return hit
+    assert prepared.cache_slot is not None
+    made, ran = ctx.inflight.run(
+        prepared.cache_slot.audio_key, lambda: _make_and_store(prepared, ctx)
+    )
+    return _deliver(prepared, ctx, made, cached=not ran)
+
+
+def make_audio(prepared: PreparedSpeech) -> EncodedAudio:
+    """The whole file in the job's format."""
+    engine = prepared.engine
+    mark = time.perf_counter()
+    pcm = render_whole(prepared)
+    synth_ms = ms_since(mark)
+    mark = time.perf_counter()
+    data = encode(
+        pcm, in_rate=engine.sample_rate, fmt=prepared.request.format, out_rate=prepared.out_rate
+    )
+    return EncodedAudio(
+        data=data,
+        duration_s=round(pcm_duration_s(len(pcm), engine.sample_rate), 3),
+        synth_ms=synth_ms,
+        encode_ms=ms_since(mark),
+    )
+
+
+def _make_and_store(prepared: PreparedSpeech, ctx: WorkerContext) -> _Made:
+    request = prepared.request
+    audio = make_audio(prepared)
+    if request.delivery == "base64" and not prepared.cached:
+        return _Made(audio=audio, stored_key=None, store_error=None)
+    tenant, slot = prepared.tenant, prepared.cache_slot
+    assert tenant is not None and slot is not None  # prepare refuses url without a tenant
+    try:
+        if prepared.cached:
+            entry = CacheEntry(duration_s=audio.duration_s, bytes=len(audio.data))
+            audio_cache.fill(ctx.storage, slot, entry, audio.data, prepared.spec.content_type)
+            return _Made(audio=audio, stored_key=slot.audio_key, store_error=None)
+        key = object_key(tenant.id, prepared.engine.name, uuid.uuid4().hex, prepared.spec.extension)
+        ctx.storage.put(key, audio.data, prepared.spec.content_type)
+        return _Made(audio=audio, stored_key=key, store_error=None)
+    except StorageUnavailable as err:
+        _log.warning("storing audio failed for request %s: %s", prepared.request_id, err)
+        return _Made(audio=audio, stored_key=None, store_error=err)
+
+
+def _deliver(
+    prepared: PreparedSpeech, ctx: WorkerContext, made: _Made, *, cached: bool
+) -> SynthesisResult:
+    mark = time.perf_counter()
+    data = made.audio.data
+    if prepared.request.delivery == "url" and made.stored_key is not None:
+        delivered = signed(ctx, made.stored_key, len(data))
+    elif prepared.request.delivery == "url":
+        # Storage failed: small audio still reaches the caller inline; large cannot.
+        if len(data) > ctx.settings.max_base64_bytes:
+            raise StorageUnavailable(
+                f"audio storage is unavailable and {len(data)} bytes are too many to "
+                "return inline; retry later"
+            ) from made.store_error
+        warning = "storage unavailable: audio returned inline as base64 instead of a URL"
+        delivered = inline(data, warning)
+    else:
+        check_inline_size(len(data), ctx)
+        delivered = inline(data)
+    timings = StageTimings(
+        auth_ms=prepared.auth_ms,
+        synth_ms=0.0 if cached else made.audio.synth_ms,
+        encode_ms=0.0 if cached else made.audio.encode_ms,
+        deliver_ms=ms_since(mark),
+    )
+    return result(prepared, made.audio.duration_s, delivered, timings, cached=cached)

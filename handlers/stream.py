@@ -1,0 +1,99 @@
+"""Stream: encoded audio chunks in order, the first as soon as the engine has the first audio.
+
+The engine renders on its own thread; this side encodes and hands chunks on, so however slowly
+the caller reads, the engine serves other jobs meanwhile. Closing the stream (or dropping it)
+cancels its render. A cached file is replayed as it is stored; streams read the cache but do
+not fill it. Chunks carry raw bytes: splitting and base64 are the transport's business.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+from handlers.cache_hit import cached_stream_audio
+from handlers.prepare import PreparedSpeech
+from handlers.render import render_stream
+from handlers.results import ms_since
+from shared.audio.encode import open_stream_encoder, pcm_duration_s
+from shared.jobs import AudioChunk, SpokenAs, StageTimings, StreamSummary
+from shared.worker import WorkerContext
+
+
+class AudioStream:
+    """A job's audio as it is made: ``info`` up front, then ``AudioChunk``s; the last one has
+    the summary. Iterate it once; ``close`` ends it early (the job is logged as cancelled)."""
+
+    def __init__(self, info: SpokenAs, chunks: Iterator[AudioChunk]) -> None:
+        self.info = info
+        self._chunks = chunks
+
+    def __iter__(self) -> Iterator[AudioChunk]:
+        return self._chunks
+
+    def close(self) -> None:
+        close = getattr(self._chunks, "close", None)
+        if close is not None:
+            close()
+
+    def wrapped(self, chunks: Iterator[AudioChunk]) -> AudioStream:
+        """The same stream read through ``chunks`` (which wraps this one's iterator)."""
+        return AudioStream(self.info, chunks)
+
+
+def open_stream(prepared: PreparedSpeech, ctx: WorkerContext) -> AudioStream:
+    cached = cached_stream_audio(prepared, ctx)
+    if cached is not None:
+        entry, data = cached
+        timings = StageTimings(auth_ms=prepared.auth_ms)
+        last = _summary(prepared, len(data), entry.duration_s, timings, cached=True)
+        return AudioStream(prepared.spoken_as(), iter([AudioChunk(data, last)]))
+    return AudioStream(prepared.spoken_as(), _synthesized(prepared))
+
+
+def _synthesized(prepared: PreparedSpeech) -> Iterator[AudioChunk]:
+    engine, request = prepared.engine, prepared.request
+    encoder = open_stream_encoder(
+        request.format, in_rate=engine.sample_rate, out_rate=prepared.out_rate
+    )
+    render = render_stream(prepared)
+    samples = sent = 0
+    synth_ms = encode_ms = 0.0
+    try:
+        mark = time.perf_counter()
+        for pcm in render:
+            synth_ms += ms_since(mark)
+            encode_mark = time.perf_counter()
+            data = encoder.feed(pcm)
+            encode_ms += ms_since(encode_mark)
+            samples += len(pcm)
+            if data:
+                sent += len(data)
+                yield AudioChunk(data)
+            mark = time.perf_counter()
+    finally:
+        render.close()
+    encode_mark = time.perf_counter()
+    tail = encoder.close()
+    encode_ms += ms_since(encode_mark)
+    timings = StageTimings(auth_ms=prepared.auth_ms, synth_ms=synth_ms, encode_ms=encode_ms)
+    duration_s = round(pcm_duration_s(samples, engine.sample_rate), 3)
+    yield AudioChunk(tail, _summary(prepared, sent + len(tail), duration_s, timings, cached=False))
+
+
+def _summary(
+    prepared: PreparedSpeech,
+    size: int,
+    duration_s: float,
+    timings: StageTimings,
+    *,
+    cached: bool,
+) -> StreamSummary:
+    timings.total_ms = ms_since(prepared.started)
+    return StreamSummary(
+        **prepared.spoken_as().model_dump(),
+        duration_s=duration_s,
+        bytes=size,
+        cached=cached,
+        timings=timings,
+    )

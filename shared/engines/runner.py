@@ -1,0 +1,223 @@
+"""The engine's own thread: every model call of a worker runs here, one step at a time.
+
+A job hands the runner a render (an iterator of ``Step`` values, built by the render policy) and
+gets back a ``RenderStream`` to read PCM from. The runner advances one render by one step, puts
+the audio on that render's bounded queue and picks the next render, round robin. A render whose
+queue is full waits for its reader while the others go on, so a slow consumer (a phone line, a
+client reading slowly, a base64 encoder) never holds the engine; closing or dropping a stream
+cancels its render, and the engine moves on at once.
+
+An engine whose streams keep state in the model (``StreamingTraits.interleavable`` false, XTTS
+today) cannot switch renders mid-segment: the runner keeps advancing that render until its step
+marks a boundary, past the queue bound if need be, so the bound holds between segments there and
+another job waits at most for the rest of one segment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from shared.engines.base import Engine, Pcm
+from shared.errors import EngineUnavailable
+
+_log = logging.getLogger(__name__)
+
+# Chunks a render may have made ahead of its reader (XTTS chunk ~1 s, Piper one sentence).
+DEFAULT_QUEUE_CHUNKS = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One engine step's audio (None: a step that only marks a boundary); ``boundary``: the
+    engine holds no state of this render after this step."""
+
+    pcm: Pcm | None
+    boundary: bool = True
+
+
+_END = object()
+
+
+@dataclass(eq=False)
+class _Render:
+    steps: Iterator[Step]
+    label: str
+    queue: deque[object] = field(default_factory=deque)
+    cancelled: bool = False
+    done: bool = False
+    mid_segment: bool = False
+
+
+class RenderStream:
+    """The reading end of one render: iterate for PCM; ``close`` (or dropping it) cancels."""
+
+    def __init__(self, runner: EngineRunner, render: _Render) -> None:
+        self._runner = runner
+        self._render = render
+        self._over = False
+
+    def __iter__(self) -> RenderStream:
+        return self
+
+    def __next__(self) -> Pcm:
+        if self._over:
+            raise StopIteration
+        item = self._runner._take(self._render)
+        if item is _END:
+            self._over = True
+            raise StopIteration
+        if isinstance(item, BaseException):
+            self._over = True
+            raise item
+        return item  # type: ignore[return-value]
+
+    def close(self) -> None:
+        self._runner._cancel(self._render)
+
+    def __del__(self) -> None:
+        # A reader dropped without close (a client gone, a generator collected) cancels too.
+        with contextlib.suppress(Exception):  # at interpreter exit the runner may be gone
+            self.close()
+
+
+class EngineRunner:
+    """Owns ``engine``'s thread; ``submit`` renders from any thread."""
+
+    def __init__(self, engine: Engine, *, queue_chunks: int = DEFAULT_QUEUE_CHUNKS) -> None:
+        if queue_chunks < 1:
+            raise ValueError("queue_chunks must be at least 1")
+        self.engine = engine
+        self._queue_chunks = queue_chunks
+        self._interleavable = engine.streaming.interleavable
+        self._cond = threading.Condition()
+        self._renders: deque[_Render] = deque()
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, name=f"engine-{engine.name}", daemon=True)
+        self._thread.start()
+
+    def submit(self, steps: Iterator[Step], *, label: str = "") -> RenderStream:
+        """Queue a render; its steps run on the engine thread only. A new render goes first,
+        so it waits for no more than the step in progress."""
+        render = _Render(steps=steps, label=label)
+        with self._cond:
+            if self._closing:
+                raise EngineUnavailable("the worker is shutting down")
+            self._renders.appendleft(render)
+            self._cond.notify_all()
+        return RenderStream(self, render)
+
+    @property
+    def active(self) -> int:
+        """Renders submitted and not yet finished or cancelled."""
+        with self._cond:
+            return len(self._renders)
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Cancel every render and stop the thread (after the step in progress)."""
+        with self._cond:
+            self._closing = True
+            for render in self._renders:
+                render.cancelled = True
+                # A reader still waiting must learn its audio is cut short, not see an end.
+                render.queue.append(EngineUnavailable("the worker is shutting down"))
+            self._cond.notify_all()
+        self._thread.join(timeout=timeout_s)
+
+    # --- the reader's side ---------------------------------------------------------------
+
+    def _take(self, render: _Render) -> object:
+        with self._cond:
+            while not render.queue:
+                if render.cancelled or render.done:
+                    return _END
+                self._cond.wait()
+            item = render.queue.popleft()
+            self._cond.notify_all()  # room on this render's queue: it may run again
+            return item
+
+    def _cancel(self, render: _Render) -> None:
+        with self._cond:
+            if not render.done:
+                render.cancelled = True
+                self._cond.notify_all()
+
+    # --- the engine thread ---------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            render, finished, stop = self._pick()
+            for gone in finished:
+                _close_quietly(gone)
+            if stop:
+                return
+            if render is None:
+                continue
+            try:
+                step = next(render.steps)
+            except StopIteration:
+                self._finish(render, _END)
+            except BaseException as exc:
+                self._finish(render, exc)
+            else:
+                with self._cond:
+                    if step.pcm is not None:
+                        render.queue.append(step.pcm)
+                    render.mid_segment = not step.boundary
+                    self._cond.notify_all()
+
+    def _pick(self) -> tuple[_Render | None, list[_Render], bool]:
+        """The next render to advance, cancelled renders to close, and whether to stop."""
+        with self._cond:
+            while True:
+                cancelled = [render for render in self._renders if render.cancelled]
+                for render in cancelled:
+                    render.done = True
+                    self._renders.remove(render)
+                if cancelled:
+                    self._cond.notify_all()
+                    return None, cancelled, False
+                if self._closing and not self._renders:
+                    return None, [], True
+                ready = self._pick_ready()
+                if ready is not None:
+                    return ready, [], False
+                self._cond.wait()
+
+    def _pick_ready(self) -> _Render | None:
+        """Round robin over renders with room; a render mid-segment on an engine that cannot
+        interleave keeps the engine until its segment ends. Call with the lock held."""
+        if not self._interleavable:
+            for render in self._renders:
+                if render.mid_segment and not render.cancelled:
+                    return render
+        for _ in range(len(self._renders)):
+            render = self._renders[0]
+            self._renders.rotate(-1)
+            if not render.cancelled and len(render.queue) < self._queue_chunks:
+                return render
+        return None
+
+    def _finish(self, render: _Render, last: object) -> None:
+        with self._cond:
+            render.done = True
+            render.mid_segment = False
+            render.queue.append(last)
+            if render in self._renders:
+                self._renders.remove(render)
+            self._cond.notify_all()
+
+
+def _close_quietly(render: _Render) -> None:
+    """End a cancelled render's generator on the engine thread, where its model state lives."""
+    close = getattr(render.steps, "close", None)
+    if close is None:
+        return
+    try:
+        close()
+    except Exception:
+        _log.exception("closing a cancelled render %s failed", render.label)
