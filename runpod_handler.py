@@ -18,12 +18,19 @@ os.environ.setdefault("RUNPOD_LOG_LEVEL", "INFO")
 import runpod
 
 from serverless_tts.runpod_worker import runpod_config
-from shared.config import Settings
+from serverless_tts.web.audio_server import with_local_audio_server
+from shared.config import load_settings
+from shared.errors import InvalidConfig
 from shared.telemetry import configure_logging
 from shared.worker import build_worker
 
-SETTINGS = Settings()
+try:
+    SETTINGS = load_settings()
+except InvalidConfig as err:
+    sys.exit(f"error: {err}")  # a clear line for the platform's log, not a traceback
 configure_logging(SETTINGS.log_level)
+# The SDK's local API (--rp_serve_api) serves only jobs: local audio URLs get a server beside it.
+SETTINGS = with_local_audio_server(SETTINGS, sys.argv)
 WORKER = build_worker(SETTINGS)
 atexit.register(WORKER.close)  # write every pending usage row before the process ends
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.errors import InvalidConfig
 from shared.storage.base import MAX_URL_TTL_S, MIN_URL_TTL_S
 
 
@@ -91,6 +92,32 @@ class Settings(BaseSettings):
     concurrency: int = Field(1, ge=1, le=64, description="Jobs per RunPod worker at once.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
+    # --- web app (serverless-tts serve, Modal) ------------------------------------------------
+    max_body_bytes: int = Field(
+        2_000_000,
+        ge=1_000,
+        le=100_000_000,
+        description="Largest request body; bigger ones get 413 before they are read or parsed.",
+    )
+    max_queued_jobs: int = Field(
+        100,
+        ge=1,
+        le=10_000,
+        description="/run jobs waiting or running at once; beyond it, 503 with Retry-After.",
+    )
+
+    # --- webhooks (RunPod's "webhook" field) --------------------------------------------------
+    webhook_attempts: int = Field(
+        3, ge=1, le=10, description="Deliveries tried per job; waits 1 s, 2 s, 4 s... between."
+    )
+    webhook_timeout_s: float = Field(
+        10.0, gt=0, le=60, description="Per phase of each attempt (connect, TLS, each read)."
+    )
+    webhook_allow_loopback: bool = Field(
+        False,
+        description="Also send to 127.0.0.0/8 and ::1 (local development); never private ranges.",
+    )
+
     @property
     def sqlite_path(self) -> Path:
         return self.data_dir / "tenants.sqlite3"
@@ -98,3 +125,25 @@ class Settings(BaseSettings):
     @property
     def audio_dir(self) -> Path:
         return self.data_dir / "audio"
+
+
+def load_settings() -> Settings:
+    """The settings from the environment, or ``InvalidConfig`` naming each variable that is
+    wrong and why (never its value: some are secrets), instead of a validation traceback."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = [
+            f"{env_name(str(error['loc'][0]))}: {error['msg']}" if error["loc"] else error["msg"]
+            for error in exc.errors(include_input=False, include_url=False)
+        ]
+        raise InvalidConfig("; ".join(problems)) from None
+
+
+def env_name(field: str) -> str:
+    """The environment variable that sets ``field`` (the first of its aliases, if any)."""
+    info = Settings.model_fields.get(field)
+    alias = info.validation_alias if info is not None else None
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[0])
+    return f"TTS_{field.upper()}"

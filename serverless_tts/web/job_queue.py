@@ -3,19 +3,23 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
 
-from handlers.dispatch import JobItem, start_job
-from shared.errors import TTSError
-from shared.jobs import error_string
+from serverless_tts.runpod_shapes import JobItem, error_string, start_job
+from serverless_tts.web.webhooks import Webhooks
+from shared.errors import InternalError, QueueFull, TTSError
 from shared.worker import WorkerContext
 
+_log = logging.getLogger(__name__)
+# The Retry-After a full queue answers: a hint for clients to back off, not a promise.
+RETRY_AFTER_S = 5
 JobStatus = Literal["IN_QUEUE", "IN_PROGRESS", "COMPLETED", "FAILED"]
 
 
@@ -27,45 +31,69 @@ class QueuedJob:
     error: str | None = None
     streamed: int = 0
     finished_at: float | None = None
+    webhook: str | None = None
+
+
+def status_body(job: QueuedJob) -> dict[str, Any]:
+    """What ``/status/{id}`` answers, and what a webhook receives when the job ends."""
+    body: dict[str, Any] = {"id": job.id, "status": job.status}
+    if job.status == "COMPLETED":
+        body["output"] = job.items
+    if job.error is not None:
+        body["error"] = job.error
+    return body
 
 
 class JobQueue:
+    """``max_active`` bounds the jobs waiting or running (a burst is refused, not buffered
+    without limit); ``max_stored`` bounds all kept jobs, finished ones included."""
+
     def __init__(
         self,
         ctx: WorkerContext,
         *,
         workers: int,
+        max_active: int,
         retention_s: float = 1800.0,
-        max_jobs: int = 10_000,
+        max_stored: int = 10_000,
+        webhooks: Webhooks | None = None,
     ) -> None:
+        if max_active > max_stored:
+            raise ValueError("max_active must not exceed max_stored: active jobs are never evicted")
         self._ctx = ctx
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tts-job")
-        self._jobs: OrderedDict[str, QueuedJob] = OrderedDict()
+        self._jobs: dict[str, QueuedJob] = {}
+        # Finished jobs in the order they finished: the oldest is always first, so eviction
+        # stops at the first job it keeps and never walks past running ones.
+        self._finished: OrderedDict[str, None] = OrderedDict()
+        self._active = 0
         self._lock = threading.Lock()
         self._retention_s = retention_s
-        self._max_jobs = max_jobs
+        self._max_active = max_active
+        self._max_stored = max_stored
+        self._webhooks = webhooks
 
-    def submit(self, raw_input: object) -> QueuedJob:
-        job = QueuedJob(id=f"local-{uuid.uuid4().hex}")
+    def submit(self, raw_input: object, *, webhook: str | None = None) -> QueuedJob:
+        """Queue a job; its ``webhook`` hears the final status (through this queue's
+        ``webhooks``). ``QueueFull`` when ``max_active`` jobs are already waiting or running."""
+        job = QueuedJob(id=f"local-{uuid.uuid4().hex}", webhook=webhook)
         with self._lock:
+            if self._active >= self._max_active:
+                raise QueueFull(
+                    f"the queue is full (at most {self._max_active} jobs waiting or running); "
+                    f"retry in {RETRY_AFTER_S} s",
+                    retry_after_s=RETRY_AFTER_S,
+                )
             self._forget_old()
             self._jobs[job.id] = job
+            self._active += 1
         self._pool.submit(self._run, job, raw_input)
         return job
 
     def snapshot(self, job_id: str) -> QueuedJob | None:
         with self._lock:
             job = self._jobs.get(job_id)
-            if job is None:
-                return None
-            return QueuedJob(
-                id=job.id,
-                status=job.status,
-                items=list(job.items),
-                error=job.error,
-                streamed=job.streamed,
-                finished_at=job.finished_at,
-            )
+            return None if job is None else replace(job, items=list(job.items))
 
     def take_new_items(self, job_id: str) -> tuple[QueuedJob, list[JobItem]] | None:
         """Items produced since the previous call: RunPod's ``/stream`` polling contract."""
@@ -89,18 +117,30 @@ class JobQueue:
                     job.items.append(item)
         except TTSError as err:
             self._end(job, "FAILED", error_string(err))
+        except Exception:
+            # The dispatcher turns every failure into a TTSError; should one slip through, the
+            # job still ends, or its place in the bound would be taken for good.
+            _log.exception("job %s failed unexpectedly", job.id)
+            self._end(job, "FAILED", error_string(InternalError("the worker failed this job")))
         else:
             self._end(job, "COMPLETED", None)
 
     def _end(self, job: QueuedJob, status: JobStatus, error: str | None) -> None:
         with self._lock:
             job.status, job.error, job.finished_at = status, error, time.monotonic()
+            self._active -= 1
+            self._finished[job.id] = None
+            body = status_body(replace(job, items=list(job.items)))
+        if job.webhook is not None and self._webhooks is not None:
+            self._webhooks.send(job.webhook, body, job_id=job.id)
 
     def _forget_old(self) -> None:
+        """Drop finished jobs past retention, then the oldest finished ones while the store is
+        full; a job waiting or running is never dropped (its client is still polling)."""
         horizon = time.monotonic() - self._retention_s
-        for job_id, job in list(self._jobs.items()):
-            finished_long_ago = job.finished_at is not None and job.finished_at < horizon
-            if finished_long_ago or len(self._jobs) >= self._max_jobs:
-                if job.finished_at is None:
-                    break  # never drop a job that is still running
-                del self._jobs[job_id]
+        while self._finished:
+            oldest = self._jobs[next(iter(self._finished))]
+            assert oldest.finished_at is not None
+            if oldest.finished_at >= horizon and len(self._jobs) < self._max_stored:
+                return
+            del self._finished[oldest.id], self._jobs[oldest.id]

@@ -127,6 +127,20 @@ def test_sdk_local_api_runsync_answers_with_decodable_audio(
     assert reply["output"][-1]["final"] is True
 
 
+def test_sdk_local_api_urls_point_at_a_server_that_serves_them(
+    runpod_api: str, subprocess_key: str
+) -> None:
+    """The local API's own port serves only jobs; the audio a URL names is served beside it."""
+    job = {"api_key": subprocess_key, "text": "Fetch me by URL.", "format": "mp3"}
+    reply = httpx.post(f"{runpod_api}/runsync", json={"input": job}, timeout=120).json()
+    assert reply["status"] == "COMPLETED", reply
+    [item] = reply["output"]
+    assert item["url"].startswith("http://127.0.0.1:")
+    audio = httpx.get(item["url"], timeout=30)
+    assert audio.status_code == 200 and audio.headers["content-type"] == "audio/mpeg"
+    assert audio_stream(ffprobe_json(audio.content, "mp3"))["codec_name"] == "mp3"
+
+
 def collect(handler: Any, job: dict[str, Any]) -> list[dict[str, Any]]:
     async def gather() -> list[dict[str, Any]]:
         return [item async for item in handler(job)]

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import threading
+import json
 import time
+import warnings
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 import pytest
-import uvicorn
 
 from serverless_tts.web.app import create_app
 from shared.config import Settings
@@ -18,7 +18,8 @@ from shared.engines.base import Engine
 from shared.tenants.base import UNLIMITED
 from shared.worker import WorkerContext, build_worker
 from tests.audio_probe import audio_stream, ffprobe_json
-from tests.servers import free_port, wait_for_port
+from tests.entrypoints.web_helpers import serve
+from tests.servers import free_port
 
 
 @pytest.fixture
@@ -26,17 +27,10 @@ def served(settings: Settings, piper_engine: Engine) -> Iterator[tuple[str, Work
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     ctx = build_worker(settings.model_copy(update={"public_base_url": base}), engine=piper_engine)
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(ctx), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
     try:
-        wait_for_port(port)
-        yield base, ctx
+        with serve(create_app(ctx), port):
+            yield base, ctx
     finally:
-        server.should_exit = True
-        thread.join(timeout=30)
         ctx.close()
 
 
@@ -121,3 +115,74 @@ def test_run_then_status_and_stream_polling(http: httpx.Client, key: str) -> Non
 def test_health_needs_no_key_and_reveals_no_secret(http: httpx.Client) -> None:
     health = http.get("/health").json()
     assert health["status"] == "ok" and health["engine"] == "piper"
+
+
+# --- the job envelope: parsed whatever the content type, and never echoed -----------------------
+
+
+def test_json_sent_as_a_form_like_curl_d_does_runs(http: httpx.Client, key: str) -> None:
+    body = json.dumps({"input": {"api_key": key, "text": "Sent the curl way."}})
+    form = {"content-type": "application/x-www-form-urlencoded"}
+    response = http.post("/runsync", content=body, headers=form)
+    assert response.status_code == 200 and response.json()["status"] == "COMPLETED"
+    assert key.encode() not in response.content
+
+
+@pytest.mark.parametrize("route", ["/runsync", "/run"])
+@pytest.mark.parametrize(
+    ("body", "named"),
+    [
+        ('{"input": "KEY"}', "input"),
+        ('{"input": {"api_key": "KEY", "text": ', "not valid JSON"),
+        ('["KEY"]', "JSON object"),
+        ('{"nothing": "KEY"}', "input"),
+        ('{"input": {"api_key": "KEY"}, "webhook": "ftp://KEY.example/"}', "webhook"),
+        ('{"input": {"api_key": "KEY"}, "webhook": 7}', "webhook"),
+        (
+            '{"input": {"api_key": "KEY"}, "webhook": "https://x.example/KEY' + "a" * 2048 + '"}',
+            "webhook",
+        ),
+        (b'{"input": {"api_key": "KEY", "text": "\xff\xfe"}}', "not valid JSON"),
+    ],
+)
+def test_malformed_envelopes_are_422_naming_the_field_never_the_value(
+    http: httpx.Client, key: str, route: str, body: str | bytes, named: str
+) -> None:
+    raw = body.replace("KEY", key) if isinstance(body, str) else body.replace(b"KEY", key.encode())
+    for content_type in ("application/json", "application/x-www-form-urlencoded"):
+        response = http.post(route, content=raw, headers={"content-type": content_type})
+        assert response.status_code == 422
+        error = response.json()["error"]
+        assert error.startswith("invalid_input: ") and named in error
+        assert key.encode() not in response.content
+
+
+def test_no_route_echoes_input_in_a_validation_error(
+    served: tuple[str, WorkerContext], key: str
+) -> None:
+    """The app-wide handler: even a route that declares typed parameters never echoes them."""
+    app = create_app(served[1])
+
+    @app.get("/typed")
+    async def typed(count: int) -> dict[str, int]:
+        return {"count": count}
+
+    port = free_port()
+    with serve(app, port) as base:
+        response = httpx.get(f"{base}/typed", params={"count": key}, timeout=30)
+    assert response.status_code == 422
+    assert key.encode() not in response.content
+    [detail] = response.json()["detail"]
+    assert detail["loc"] == ["query", "count"] and "input" not in detail and "ctx" not in detail
+
+
+def test_openapi_has_no_duplicate_operation_ids(http: httpx.Client) -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        schema = http.get("/openapi.json").json()
+    assert not [w for w in caught if "Duplicate Operation ID" in str(w.message)]
+    operation_ids = [
+        operation["operationId"] for path in schema["paths"].values() for operation in path.values()
+    ]
+    assert len(operation_ids) == len(set(operation_ids))
+    assert "requestBody" in schema["paths"]["/run"]["post"]
