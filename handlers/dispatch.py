@@ -11,6 +11,7 @@ shapes (base64 items for RunPod, bodies for HTTP, files for the CLI).
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from handlers.prepare import PreparedSpeech, SpeechRequest, prepare
 from handlers.results import ms_since
 from handlers.stream import AudioStream, open_stream
 from handlers.voices import list_voices
+from shared.engines.runner import RenderCancelled
 from shared.errors import InternalError, TTSError
 from shared.jobs import (
     ApiKeyCredentials,
@@ -94,8 +96,12 @@ def dispatch(
     except Exception as exc:
         _finish(ctx, event, started, exc)
         raise InternalError("the worker failed to start this job") from exc
+    except BaseException:  # KeyboardInterrupt mid-job: a charged job still leaves its row
+        _finish(ctx, event, started, CANCELLED)
+        raise
     if isinstance(output, AudioStream):
-        return output.wrapped(_LoggedChunks(output, ctx, event, started))
+        logged = _LoggedChunks(output, ctx, event, started)
+        return output.wrapped(logged, logged.close)
     _finish(ctx, event, started, None)
     return output
 
@@ -168,8 +174,8 @@ def _describe(event: JobEvent, prepared: list[PreparedSpeech]) -> None:
 
 
 class _LoggedChunks:
-    """A stream's chunks, logged exactly once when the stream ends, fails or is closed (or
-    dropped unread: a charged job always leaves its usage row)."""
+    """A stream's chunks, logged exactly once when the stream ends, fails or is closed (from
+    any thread), or is dropped unread: a charged job always leaves its usage row."""
 
     def __init__(
         self, stream: AudioStream, ctx: WorkerContext, event: JobEvent, started: float
@@ -177,6 +183,7 @@ class _LoggedChunks:
         self._chunks = iter(stream)
         self._stream, self._ctx, self._event, self._started = stream, ctx, event, started
         self._open = True
+        self._ending = threading.Lock()
 
     def __iter__(self) -> _LoggedChunks:
         return self
@@ -189,12 +196,18 @@ class _LoggedChunks:
         except StopIteration:
             self._end(None)
             raise
+        except RenderCancelled:
+            self._end(CANCELLED)
+            raise StopIteration from None
         except TTSError as err:
             self._end(err)
             raise
         except Exception as exc:
             self._end(exc)
             raise InternalError("the worker failed while running this job") from exc
+        except BaseException:  # KeyboardInterrupt, SystemExit: still one event and one row
+            self._end(CANCELLED)
+            raise
         if chunk.summary is not None:
             self._event.audio_s = chunk.summary.duration_s
             self._event.audio_bytes = chunk.summary.bytes
@@ -210,7 +223,10 @@ class _LoggedChunks:
         self.close()
 
     def _end(self, error: BaseException | str | None) -> None:
-        self._open = False
+        with self._ending:
+            if not self._open:
+                return
+            self._open = False
         _finish(self._ctx, self._event, self._started, error)
 
 

@@ -44,18 +44,19 @@ def plan_steps(prepared: PreparedSpeech, *, streaming: bool) -> Iterator[Step]:
     engine, voice, language = prepared.engine, prepared.voice, prepared.request.language
     traits = engine.streaming
     first_speech = True
-    for item in prepared.plan:
+    for index, item in enumerate(prepared.plan):
+        last = index == len(prepared.plan) - 1
         if isinstance(item, Silence):
-            yield Step(silence(item.seconds, engine.sample_rate))
+            yield Step(silence(item.seconds, engine.sample_rate), last=last)
             continue
         assert isinstance(item, SpeechSegment)
         use_stream = streaming and traits.incremental and (first_speech or traits.cheap)
         first_speech = False
         if not use_stream:
-            yield Step(
-                engine.synthesize(item.text, voice=voice, language=language, speed=item.speed)
-            )
+            pcm = engine.synthesize(item.text, voice=voice, language=language, speed=item.speed)
+            yield Step(pcm, last=last)
             continue
         for pcm in engine.stream(item.text, voice=voice, language=language, speed=item.speed):
             yield Step(pcm, boundary=False)
-        yield Step(None)  # the segment is over: the engine may serve another render now
+        # The segment is over: the engine may serve another render now.
+        yield Step(None, last=last)

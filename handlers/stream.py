@@ -9,54 +9,65 @@ not fill it. Chunks carry raw bytes: splitting and base64 are the transport's bu
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from handlers.cache_hit import cached_stream_audio
 from handlers.prepare import PreparedSpeech
 from handlers.render import render_stream
 from handlers.results import ms_since
-from shared.audio.encode import open_stream_encoder, pcm_duration_s
+from shared.audio.encode import StreamEncoder, open_stream_encoder, pcm_duration_s
+from shared.engines.runner import RenderStream
 from shared.jobs import AudioChunk, SpokenAs, StageTimings, StreamSummary
 from shared.worker import WorkerContext
 
 
 class AudioStream:
     """A job's audio as it is made: ``info`` up front, then ``AudioChunk``s; the last one has
-    the summary. Iterate it once; ``close`` ends it early (the job is logged as cancelled)."""
+    the summary. Iterate it once, from one thread; ``close`` may come from any thread (a client
+    gone, a platform cancelling) and cancels the render at once: the reader then stops without
+    a summary and the job is logged as cancelled."""
 
-    def __init__(self, info: SpokenAs, chunks: Iterator[AudioChunk]) -> None:
+    def __init__(
+        self,
+        info: SpokenAs,
+        chunks: Iterator[AudioChunk],
+        cancel: Callable[[], None] = lambda: None,
+    ) -> None:
         self.info = info
         self._chunks = chunks
+        self._cancel = cancel
 
     def __iter__(self) -> Iterator[AudioChunk]:
         return self._chunks
 
     def close(self) -> None:
-        close = getattr(self._chunks, "close", None)
-        if close is not None:
-            close()
+        self._cancel()
 
-    def wrapped(self, chunks: Iterator[AudioChunk]) -> AudioStream:
-        """The same stream read through ``chunks`` (which wraps this one's iterator)."""
-        return AudioStream(self.info, chunks)
+    def wrapped(self, chunks: Iterator[AudioChunk], cancel: Callable[[], None]) -> AudioStream:
+        """The same stream read through ``chunks``, closed through ``cancel``."""
+        return AudioStream(self.info, chunks, cancel)
 
 
 def open_stream(prepared: PreparedSpeech, ctx: WorkerContext) -> AudioStream:
+    """The stream, already under way: the encoder is open and the render queued, so the engine
+    starts at once and anything that can fail here fails before the first chunk."""
     cached = cached_stream_audio(prepared, ctx)
     if cached is not None:
         entry, data = cached
         timings = StageTimings(auth_ms=prepared.auth_ms)
         last = _summary(prepared, len(data), entry.duration_s, timings, cached=True)
         return AudioStream(prepared.spoken_as(), iter([AudioChunk(data, last)]))
-    return AudioStream(prepared.spoken_as(), _synthesized(prepared))
-
-
-def _synthesized(prepared: PreparedSpeech) -> Iterator[AudioChunk]:
-    engine, request = prepared.engine, prepared.request
+    request, engine = prepared.request, prepared.engine
     encoder = open_stream_encoder(
         request.format, in_rate=engine.sample_rate, out_rate=prepared.out_rate
     )
     render = render_stream(prepared)
+    return AudioStream(prepared.spoken_as(), _synthesized(prepared, encoder, render), render.close)
+
+
+def _synthesized(
+    prepared: PreparedSpeech, encoder: StreamEncoder, render: RenderStream
+) -> Iterator[AudioChunk]:
     samples = sent = 0
     synth_ms = encode_ms = 0.0
     try:
@@ -77,7 +88,7 @@ def _synthesized(prepared: PreparedSpeech) -> Iterator[AudioChunk]:
     tail = encoder.close()
     encode_ms += ms_since(encode_mark)
     timings = StageTimings(auth_ms=prepared.auth_ms, synth_ms=synth_ms, encode_ms=encode_ms)
-    duration_s = round(pcm_duration_s(samples, engine.sample_rate), 3)
+    duration_s = round(pcm_duration_s(samples, prepared.engine.sample_rate), 3)
     yield AudioChunk(tail, _summary(prepared, sent + len(tail), duration_s, timings, cached=False))
 
 

@@ -37,9 +37,12 @@ class AudioSink:
         if not isinstance(output, AudioStream):
             raise InternalError("the job produced no audio to write")
         summary = None
-        for chunk in output:
-            self._handle.write(chunk.data)
-            summary = chunk.summary or summary
+        try:
+            for chunk in output:
+                self._handle.write(chunk.data)
+                summary = chunk.summary or summary
+        finally:
+            output.close()  # an interrupted write cancels the render and logs the job now
         if summary is None:
             raise InternalError("the stream ended without its summary")
         if self._format is AudioFormat.WAV:

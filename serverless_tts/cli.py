@@ -97,9 +97,9 @@ def _say(args: argparse.Namespace, settings: Settings) -> int:
     delivery = "stream" if FORMAT_SPECS[fmt].streamable else "base64"
     raw = {"delivery": delivery, "ssml" if args.ssml else "text": args.text, **speech_fields(args)}
     credentials = operator_credentials(args)
-    if credentials.tenant_id is None:
-        print("operator run: no tenant is charged and nothing is stored", file=sys.stderr)
     with write_audio(args.output, fmt) as sink:
+        if credentials.tenant_id is None:
+            print("operator run: no tenant is charged and nothing is stored", file=sys.stderr)
         worker = build_worker(settings)
         try:
             written = sink.write_output(dispatch(raw, credentials, worker))

@@ -33,8 +33,9 @@ def warm_greetings(args: argparse.Namespace, settings: Settings) -> int:
     raw = {"action": "greetings.warm", "phrases": phrases, **speech_fields(args)}
     worker = build_worker(settings)
     try:
-        tenant = worker.tenants.get_tenant(args.tenant)
+        # The dispatcher looks the tenant up: an unknown one is a logged job like any other.
         result = dispatch(raw, operator_credentials(args), worker, progress=_Progress(len(phrases)))
+        tenant = worker.tenants.get_tenant(args.tenant)
     finally:
         worker.close()
     assert isinstance(result, GreetingsWarmResult)

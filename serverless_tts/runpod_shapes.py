@@ -53,30 +53,48 @@ def take_credentials(raw_input: object) -> tuple[ApiKeyCredentials, object]:
     return ApiKeyCredentials.of(raw_input.get(KEY_FIELD)), job
 
 
+class OutputItems:
+    """A job's output items, read from one thread; ``close`` from any thread cancels a stream
+    (a generator cannot be closed while another thread runs it, a stream can)."""
+
+    def __init__(self, output: JobOutput) -> None:
+        self._output = output
+        self._items = stream_items(output) if isinstance(output, AudioStream) else None
+        self._result = None if self._items is not None else result_item(output)
+
+    def __iter__(self) -> Iterator[JobItem]:
+        if self._items is not None:
+            return self._items
+        return iter([] if self._result is None else [self._result])
+
+    def close(self) -> None:
+        if isinstance(self._output, AudioStream):
+            self._output.close()
+
+
 def start_job(
     raw_input: object, ctx: WorkerContext, *, job_id: str | None = None
 ) -> Iterator[JobItem]:
     """Run a RunPod job's input now (errors before the first item raise here) and return its
     output items."""
+    return iter(output_items(raw_input, ctx, job_id=job_id))
+
+
+def output_items(
+    raw_input: object, ctx: WorkerContext, *, job_id: str | None = None
+) -> OutputItems:
+    """Like ``start_job``, keeping the handle that cancels a stream from another thread."""
     credentials, job = take_credentials(raw_input)
-    return output_items(dispatch(job, credentials, ctx, job_id=job_id))
+    return OutputItems(dispatch(job, credentials, ctx, job_id=job_id))
 
 
 def run_job(raw_input: object, ctx: WorkerContext, *, job_id: str | None = None) -> list[JobItem]:
     """All of a job's items at once (``/runsync``, a local test run)."""
-    items = start_job(raw_input, ctx, job_id=job_id)
+    items = output_items(raw_input, ctx, job_id=job_id)
     try:
         return list(items)
     finally:
-        close = getattr(items, "close", None)
-        if close is not None:
-            close()
-
-
-def output_items(output: JobOutput) -> Iterator[JobItem]:
-    if isinstance(output, AudioStream):
-        return stream_items(output)
-    return iter([result_item(output)])
+        items.close()
 
 
 def result_item(result: BaseModel) -> JobItem:

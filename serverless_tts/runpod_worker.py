@@ -8,12 +8,11 @@ threads.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from serverless_tts.runpod_shapes import JobItem, error_string, run_job, start_job
+from serverless_tts.runpod_shapes import JobItem, OutputItems, error_string, output_items, run_job
 from shared.errors import TTSError
 from shared.worker import WorkerContext
 
@@ -26,21 +25,20 @@ def make_stream_handler(ctx: WorkerContext) -> Callable[[RunpodJob], AsyncIterat
     ``/run`` and ``/runsync`` get the list (one result, or a stream's chunks in order)."""
 
     async def handler(job: RunpodJob) -> AsyncIterator[JobItem]:
-        items: Iterator[JobItem] | None = None
+        output: OutputItems | None = None
         try:
-            items = await asyncio.to_thread(start_job, job.get("input"), ctx, job_id=job.get("id"))
+            output = await asyncio.to_thread(
+                output_items, job.get("input"), ctx, job_id=job.get("id")
+            )
+            items = iter(output)
             while (item := await asyncio.to_thread(_next, items)) is not _DONE:
                 yield item  # type: ignore[misc]
         except TTSError as err:
             # RunPod marks a job FAILED when a streamed item is {"error": <string>}.
             yield {"error": error_string(err)}
         finally:
-            close = getattr(items, "close", None)
-            if close is not None:
-                # A job cancelled mid-stream frees the engine at once. If a step is still
-                # running in its thread the generator is busy; dropping it cancels it then.
-                with contextlib.suppress(ValueError):
-                    close()
+            if output is not None:
+                output.close()  # a job cancelled mid-stream frees the engine at once
 
     return handler
 

@@ -91,8 +91,9 @@ def _set_limits(args: argparse.Namespace, store: TenantStore) -> None:
 
 
 def _usage(args: argparse.Namespace, store: TenantStore) -> None:
+    days = store.usage_by_day(args.tenant_id, args.days)  # an unknown tenant fails first
     print("day         requests  failed  chars     audio_s   bytes")
-    for day in store.usage_by_day(args.tenant_id, args.days):
+    for day in days:
         print(
             f"{day.day}  {day.requests:>8}  {day.failed:>6}  {day.input_chars:>8}"
             f"  {day.audio_seconds:>8.1f}  {day.audio_bytes}"

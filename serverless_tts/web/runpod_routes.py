@@ -15,7 +15,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from handlers.dispatch import authenticate
 from serverless_tts.runpod_shapes import error_string, run_job, take_credentials
-from serverless_tts.web.envelope import OPENAPI_BODY, read_envelope
+from serverless_tts.web.envelope import OPENAPI_BODY, RunRequest, read_envelope
 from serverless_tts.web.job_queue import JobQueue, status_body
 from shared.errors import TTSError
 from shared.worker import WorkerContext
@@ -23,9 +23,20 @@ from shared.worker import WorkerContext
 router = APIRouter()
 
 
+async def _admit(envelope: RunRequest, request: Request) -> None:
+    """What holds before a job is accepted: a valid key (no keyless job takes a place in the
+    queue or makes the server call anyone), and a webhook the server may reach."""
+    credentials, _ = take_credentials(envelope.input)
+    await run_in_threadpool(authenticate, credentials, request.app.state.worker)
+    if envelope.webhook is not None:
+        await run_in_threadpool(request.app.state.webhooks.check, envelope.webhook)
+
+
 @router.post("/runsync", openapi_extra=OPENAPI_BODY)
 async def runsync(request: Request) -> dict[str, Any]:
     envelope = await read_envelope(request)
+    if envelope.webhook is not None:
+        await _admit(envelope, request)  # without one, a bad key answers in RunPod's shape
     worker: WorkerContext = request.app.state.worker
     job_id = f"sync-{uuid.uuid4().hex}"
     reply: dict[str, Any]
@@ -43,10 +54,8 @@ async def runsync(request: Request) -> dict[str, Any]:
 @router.post("/run", openapi_extra=OPENAPI_BODY)
 async def run(request: Request) -> dict[str, Any]:
     envelope = await read_envelope(request)
-    credentials, _ = take_credentials(envelope.input)
-    # Checked at submit, so a job without a valid key never takes a place in the queue. The job
-    # authenticates again when it runs (from the store's cache), then is charged and logged.
-    await run_in_threadpool(authenticate, credentials, request.app.state.worker)
+    # The job authenticates again when it runs (from the store's cache), then is charged.
+    await _admit(envelope, request)
     queue: JobQueue = request.app.state.queue
     job = queue.submit(envelope.input, webhook=envelope.webhook)
     return {"id": job.id, "status": job.status}

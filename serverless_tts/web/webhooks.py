@@ -9,17 +9,21 @@ addresses are reached (``shared.net``), loopback too when a developer allows it.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from shared.config import Settings
-from shared.net import DestinationRefused, SendFailed, open_pinned
+from shared.net import DestinationRefused, SendFailed, check_destination, open_pinned
 
 _log = logging.getLogger(__name__)
 # Deliveries at once; more wait their turn. Four receivers timing out hold four threads.
 _THREADS = 4
+# Deliveries waiting or under way; beyond it a webhook is dropped (and logged), so a flood of
+# jobs naming slow receivers cannot grow memory without bound.
+MAX_PENDING = 1000
 
 
 class Webhooks:
@@ -36,6 +40,7 @@ class Webhooks:
         self._allow_loopback = allow_loopback
         self._sleep = sleep
         self._pool = ThreadPoolExecutor(max_workers=_THREADS, thread_name_prefix="tts-webhook")
+        self._pending = threading.BoundedSemaphore(MAX_PENDING)
 
     @classmethod
     def from_settings(
@@ -48,9 +53,17 @@ class Webhooks:
             sleep=sleep,
         )
 
+    def check(self, url: str) -> None:
+        """Refuse, at submit, a webhook that could never be delivered (``InvalidInput``)."""
+        check_destination(url, allow_loopback=self._allow_loopback)
+
     def send(self, url: str, body: dict[str, Any], *, job_id: str) -> None:
         """Deliver ``body`` to ``url`` in the background."""
-        self._pool.submit(self._deliver, url, body, job_id)
+        if not self._pending.acquire(blocking=False):
+            _log.warning("webhook for job %s dropped: %d deliveries pending", job_id, MAX_PENDING)
+            return
+        future = self._pool.submit(self._deliver, url, body, job_id)
+        future.add_done_callback(lambda _: self._pending.release())
 
     def close(self) -> None:
         """Wait for deliveries under way (graceful shutdown: a finished job's webhook still

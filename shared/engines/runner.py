@@ -34,13 +34,20 @@ DEFAULT_QUEUE_CHUNKS = 4
 @dataclass(frozen=True, slots=True)
 class Step:
     """One engine step's audio (None: a step that only marks a boundary); ``boundary``: the
-    engine holds no state of this render after this step."""
+    engine holds no state of this render after this step; ``last``: the render is complete
+    (its reader need not wait for another turn to learn so)."""
 
     pcm: Pcm | None
     boundary: bool = True
+    last: bool = False
 
 
 _END = object()
+_CANCELLED = object()
+
+
+class RenderCancelled(Exception):
+    """The render was cancelled (its stream closed): its reader stops without an end."""
 
 
 @dataclass(eq=False)
@@ -71,12 +78,16 @@ class RenderStream:
         if item is _END:
             self._over = True
             raise StopIteration
+        if item is _CANCELLED:
+            self._over = True
+            raise RenderCancelled
         if isinstance(item, BaseException):
             self._over = True
             raise item
         return item  # type: ignore[return-value]
 
     def close(self) -> None:
+        """Cancel the render; safe from any thread, while another one reads."""
         self._runner._cancel(self._render)
 
     def __del__(self) -> None:
@@ -133,7 +144,9 @@ class EngineRunner:
     def _take(self, render: _Render) -> object:
         with self._cond:
             while not render.queue:
-                if render.cancelled or render.done:
+                if render.cancelled:
+                    return _CANCELLED
+                if render.done:
                     return _END
                 self._cond.wait()
             item = render.queue.popleft()
@@ -164,11 +177,17 @@ class EngineRunner:
             except BaseException as exc:
                 self._finish(render, exc)
             else:
-                with self._cond:
-                    if step.pcm is not None:
-                        render.queue.append(step.pcm)
-                    render.mid_segment = not step.boundary
-                    self._cond.notify_all()
+                self._took(render, step)
+
+    def _took(self, render: _Render, step: Step) -> None:
+        with self._cond:
+            if step.pcm is not None:
+                render.queue.append(step.pcm)
+            render.mid_segment = not step.boundary
+            self._cond.notify_all()
+        if step.last:
+            self._finish(render, _END)
+            _close_quietly(render)  # runs the render's own cleanup, here on the engine thread
 
     def _pick(self) -> tuple[_Render | None, list[_Render], bool]:
         """The next render to advance, cancelled renders to close, and whether to stop."""

@@ -7,7 +7,7 @@ address that was checked, so a second DNS answer cannot send it elsewhere (DNS r
 
 from shared.net.addresses import IPAddress, refusal
 from shared.net.errors import DestinationRefused, SendFailed
-from shared.net.pinned import check_http_url, open_pinned
+from shared.net.pinned import check_destination, check_http_url, open_pinned
 from shared.net.resolve import Resolver, resolve_public, system_resolver
 
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     "IPAddress",
     "Resolver",
     "SendFailed",
+    "check_destination",
     "check_http_url",
     "open_pinned",
     "refusal",

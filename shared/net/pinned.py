@@ -37,6 +37,18 @@ def check_http_url(url: str) -> httpx.URL:
     return parsed
 
 
+def check_destination(
+    url: str, *, allow_loopback: bool = False, resolve: Resolver = system_resolver
+) -> None:
+    """Refuse ``url`` now (``DestinationRefused``, ``SendFailed``) if a request to it would be:
+    lets a caller say so before accepting work, not only when the request is due."""
+    target = check_http_url(url)
+    port = target.port or _DEFAULT_PORTS[target.scheme]
+    resolve_public(
+        target.raw_host.decode("ascii"), port, allow_loopback=allow_loopback, resolve=resolve
+    )
+
+
 @contextmanager
 def open_pinned(
     method: str,

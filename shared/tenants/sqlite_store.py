@@ -130,6 +130,9 @@ class SqliteTenantStore:
         self._clock = clock
         try:
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise InternalError(f"cannot open the tenant database at {path}") from exc
+        try:
             self._db.execute("PRAGMA journal_mode=WAL")
             # Every job commits its request-log entry: in WAL mode NORMAL syncs at checkpoints,
             # not at each commit (safe against a crash of the process; a power cut may lose the
@@ -138,8 +141,11 @@ class SqliteTenantStore:
             self._db.execute("PRAGMA busy_timeout=5000")
             _migrate(self._db)
             self._db.execute("PRAGMA foreign_keys=ON")
-        except sqlite3.Error as exc:
-            raise InternalError(f"cannot open the tenant database at {path}") from exc
+        except BaseException as exc:
+            self._db.close()  # a file this store cannot use is not held open
+            if isinstance(exc, sqlite3.Error):
+                raise InternalError(f"cannot open the tenant database at {path}") from exc
+            raise
         # Keyed by the key's digest, never the key; holds only successful lookups, so a
         # disabled key stops working within one TTL.
         self._cache: TtlCache[Tenant] = TtlCache(cache_ttl_s)
@@ -278,10 +284,13 @@ class SqliteTenantStore:
                 self._db.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
                 try:
                     yield self._db
+                    self._db.execute("COMMIT")
                 except BaseException:
-                    self._db.execute("ROLLBACK")
+                    # Also after a failed COMMIT (disk full, a lock timeout): a transaction left
+                    # open would make every later BEGIN fail on this connection.
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
                     raise
-                self._db.execute("COMMIT")
             except sqlite3.OperationalError as exc:
                 raise AuthUnavailable(f"the tenant database is unavailable ({exc})") from exc
             except sqlite3.Error as exc:

@@ -41,12 +41,16 @@ class UsageWriter:
         self._retry_initial_s = retry_initial_s
         self._retry_max_s = retry_max_s
         self._max_pending = max_pending
-        self._queue: queue.Queue[UsageRecord] = queue.Queue()
+        # SimpleQueue and an RLock: ``record`` may run inside a finalizer (a stream collected
+        # unread), possibly on a thread already inside ``record``, where a plain lock or
+        # queue.Queue's mutex would deadlock it.
+        self._queue: queue.SimpleQueue[UsageRecord] = queue.SimpleQueue()
         self._idle = threading.Condition()
         self._stopping = threading.Event()
         # Jobs' threads and the writer's thread all count; the lock also makes the check of the
-        # queue's bound and the put one step, so the bound holds exactly.
-        self._counts = threading.Lock()
+        # bound and the count of a queued row one step, so the bound holds exactly.
+        self._counts = threading.RLock()
+        self._pending = 0
         self._written = 0
         self._dropped = 0
         self._thread = threading.Thread(target=self._run, name="usage-writer", daemon=True)
@@ -65,16 +69,20 @@ class UsageWriter:
     def record(self, row: UsageRecord) -> None:
         """Queue one row; never blocks the job."""
         with self._counts:
-            if self.pending < self._max_pending:
-                self._queue.put_nowait(row)
+            stopped = self._stopping.is_set()
+            if not stopped and self._pending < self._max_pending:
+                self._pending += 1
+                self._queue.put(row)
                 return
             self._dropped += 1
-        _log.error("usage queue full: dropped the row of job %s", row.job_id)
+        reason = "the writer is closed" if stopped else "usage queue full"
+        _log.error("%s: dropped the row of job %s", reason, row.job_id)
 
     @property
     def pending(self) -> int:
-        """Rows queued or being written (the queue counts a row until its batch is done)."""
-        return self._queue.unfinished_tasks
+        """Rows queued or being written (a row counts until its batch is done)."""
+        with self._counts:
+            return self._pending
 
     def flush(self, timeout_s: float = 30.0) -> bool:
         """Wait until every queued row is written; False if that took longer than timeout_s."""
@@ -88,12 +96,14 @@ class UsageWriter:
         return True
 
     def close(self, timeout_s: float = 30.0) -> None:
-        flushed = self.flush(timeout_s)
-        self._stopping.set()
+        self.flush(timeout_s)
+        with self._counts:  # from here on, record() counts rows as dropped
+            self._stopping.set()
         self._thread.join(timeout=5)
-        if not flushed:
-            unwritten = self.pending
-            self._count(dropped=unwritten)
+        with self._counts:
+            unwritten, self._pending = self._pending, 0
+            self._dropped += unwritten
+        if unwritten:
             _log.error("usage writer closed with %d rows unwritten", unwritten)
 
     def _run(self) -> None:
@@ -109,9 +119,9 @@ class UsageWriter:
                 except queue.Empty:
                     break
             self._write_until_done(batch)
+            with self._counts:
+                self._pending -= len(batch)
             with self._idle:
-                for _ in batch:
-                    self._queue.task_done()
                 self._idle.notify_all()
 
     def _write_until_done(self, batch: list[UsageRecord]) -> None:

@@ -20,6 +20,9 @@ create policy "Anonymous and signed-in users never see the request log"
     for all to anon, authenticated
     using (false) with check (false);
 
+-- No old worker may count a request between the copy below and the drop: hold the table.
+lock table public.rate_windows in exclusive mode;
+
 -- Carry the open fixed windows over, so deploying this hands no tenant a fresh allowance: the
 -- current minute's requests logged at the minute's start (they leave the sliding minute when the
 -- fixed minute would have ended), the rest of the current hour's at the hour's start.

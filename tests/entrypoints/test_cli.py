@@ -168,6 +168,7 @@ def test_operator_mistakes_get_a_message_not_a_traceback(
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+    assert "operator run" not in err  # refused before anything started
 
 
 def run_cli(

@@ -105,21 +105,33 @@ def test_delivery_gives_up_after_the_attempts_with_a_warning_naming_no_secret(
     assert key not in logged and "t0k3n" not in logged
 
 
+@pytest.mark.parametrize("route", ["/run", "/runsync"])
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
-def test_a_webhook_to_a_non_public_address_is_never_contacted(
-    start: Callable[..., Served],
-    sleeps: list[float],
-    caplog: pytest.LogCaptureFixture,
-    host: str,
+def test_a_webhook_to_a_non_public_address_is_refused_at_submit_and_never_contacted(
+    start: Callable[..., Served], sleeps: list[float], host: str, route: str
 ) -> None:
-    caplog.set_level(logging.INFO)
     served = start()  # webhook_allow_loopback stays off, as in production
     with receiver() as hook:
         url = f"http://{host}:{hook.port}/"
         job = {"input": {"api_key": served.new_key(), "text": "Keep it inside."}, "webhook": url}
-        queued = served.http.post("/run", json=job).json()
-        assert until_done(served.http, queued["id"])["status"] == "COMPLETED"
-        [warning] = warnings_from_webhooks(caplog)
+        refused = served.http.post(route, json=job)
+        assert refused.status_code == 422
+        assert refused.json()["error"].startswith("invalid_input: ")
+        assert "not public (loopback)" in refused.json()["error"]
+        time.sleep(0.5)  # a delivery, had one been queued, would have arrived by now
         assert hook.requests == []
-    assert "loopback" in warning and queued["id"] in warning
-    assert sleeps == []  # a refusal is final: no retries
+    assert sleeps == []
+
+
+def test_a_keyless_job_never_makes_the_server_call_its_webhook(
+    start: Callable[..., Served],
+) -> None:
+    served = start(webhook_allow_loopback=True)
+    with receiver() as hook:
+        url = f"http://127.0.0.1:{hook.port}/"
+        for route in ("/run", "/runsync"):
+            reply = served.http.post(route, json={"input": {"text": "Hi."}, "webhook": url})
+            assert reply.status_code == 401
+            assert reply.json() == {"error": "unauthorized: a valid api_key is required"}
+        time.sleep(0.5)
+        assert hook.requests == []

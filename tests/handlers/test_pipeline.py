@@ -62,10 +62,12 @@ def test_a_slow_stream_reader_does_not_delay_another_job_beyond_one_engine_step(
 ) -> None:
     stream = start_alpha(rec_worker, rec_key, "pcm16")
     items = [next(stream)]
-    reader_done = threading.Event()
+    reader_done, b_done = threading.Event(), threading.Event()
 
     def slow_reader() -> None:  # a phone line: it takes each chunk, then waits
-        for item in stream:
+        for index, item in enumerate(stream):
+            if index == 2:  # never finish before B did, however slow the machine
+                assert b_done.wait(timeout=120)
             time.sleep(0.3)
             items.append(item)
         reader_done.set()
@@ -76,7 +78,7 @@ def test_a_slow_stream_reader_does_not_delay_another_job_beyond_one_engine_step(
         rec_worker,
         job_id="B",
     )
-    assert not reader_done.is_set(), "the slow stream finished first: nothing was measured"
+    b_done.set()
     # After B reached the engine, at most the one step A had in hand ran before B's.
     assert len(begins_between(recording.events, ("submit", "B"), "Alpha")) <= 1
     assert ("begin", "Bravo speaks now.") in recording.events
@@ -273,3 +275,54 @@ def test_build_worker_closes_the_store_it_opened_when_the_engine_fails(
     assert caught.traceback is not None
     assert broken.sqlite_path.exists()  # the store was opened ...
     assert open_database_files() == 0  # ... and closed again
+
+
+def test_a_stream_closed_from_another_thread_while_its_reader_waits_is_cancelled(
+    make_worker: Callable[[Engine], WorkerContext],
+    piper_engine: Engine,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An HTTP disconnect or a platform cancel arrives on another thread than the reader's."""
+    third_step, closed = threading.Event(), threading.Event()
+
+    def hold(text: str) -> None:
+        if text.startswith("Alpha sentence number 2."):
+            third_step.set()
+            assert closed.wait(timeout=60)
+
+    recording = RecordingEngine(piper_engine, hold=hold)
+    worker = recording_worker(make_worker, recording, monkeypatch)
+    key = worker.tenants.create_tenant("acme", UNLIMITED).api_key
+    text = " ".join(f"Alpha sentence number {n}." for n in range(12))
+    with caplog.at_level(logging.INFO, logger=JOB_LOGGER):
+        stream = dispatch(
+            {"text": text, "delivery": "stream", "format": "pcm16"},
+            ApiKeyCredentials.of(key),
+            worker,
+            job_id="A",
+        )
+        assert isinstance(stream, AudioStream)
+        read: list[AudioChunk] = []
+        reader_done = threading.Event()
+
+        def reader() -> None:
+            read.extend(stream)  # blocks in next() once the engine is held at sentence 2
+            reader_done.set()
+
+        threading.Thread(target=reader, daemon=True).start()
+        assert third_step.wait(timeout=60)
+        while len(read) < 2:
+            time.sleep(0.01)
+        stream.close()  # from this thread, while the reader waits inside next()
+        closed.set()
+        assert reader_done.wait(timeout=60)
+    assert len(read) == 2 and not any(chunk.final for chunk in read)
+    events = [json.loads(r.getMessage()) for r in caplog.records if r.name == JOB_LOGGER]
+    assert [(e["request_id"], e["error_code"]) for e in events] == [("A", "cancelled")]
+    spoken = {text for kind, text in recording.events if kind == "begin"}
+    assert "Alpha sentence number 4." not in spoken  # the render stopped, it did not run on
+    deadline = time.monotonic() + 10
+    while worker.engines.default.active and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert worker.engines.default.active == 0

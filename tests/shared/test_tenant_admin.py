@@ -66,5 +66,6 @@ def test_a_taken_name_is_a_conflict(data_dir: Path, capsys: pytest.CaptureFixtur
 def test_usage_of_an_unknown_tenant_is_not_found(
     data_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _, err = run(capsys, "tenants", "usage", "NOSUCH", code=2)
+    out, err = run(capsys, "tenants", "usage", "NOSUCH", code=2)
     assert err.startswith("error: not_found: ")
+    assert out == ""  # no table header for a tenant that does not exist

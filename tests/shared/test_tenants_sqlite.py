@@ -495,3 +495,20 @@ def test_processes_opening_an_old_file_at_once_migrate_it_once(
         assert store.authenticate(api_key).id == "t-acme"
         assert store.usage_by_day("t-acme")[0].requests == 2
         store.close()
+
+
+def test_a_failed_commit_rolls_back_so_the_store_keeps_working(store: SqliteTenantStore) -> None:
+    """A COMMIT that fails (here: a foreign key checked only at commit) must not leave the
+    connection inside a transaction, where every later BEGIN would fail."""
+    store._db.execute("PRAGMA defer_foreign_keys=ON")
+    orphan = UsageRecord(
+        tenant_id="no-such-tenant",
+        request_id="r1",
+        action="synthesize",
+        created_at=datetime.now(UTC),
+    )
+    with pytest.raises(InternalError):
+        store.write_usage([orphan])
+    assert not store._db.in_transaction
+    issued = store.create_tenant("still-works")
+    assert store.authenticate(issued.api_key).name == "still-works"

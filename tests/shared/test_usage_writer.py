@@ -207,3 +207,31 @@ def test_a_locked_sqlite_file_is_retried_until_it_is_free(tmp_path: Path) -> Non
     assert writer.flush(timeout_s=10)
     assert (writer.written, writer.dropped) == (1, 0)
     writer.close()
+
+
+def test_a_row_recorded_after_close_is_counted_as_dropped_not_lost() -> None:
+    database = FlakyDatabase()
+    writer = UsageWriter(database.write)
+    writer.record(row("before"))
+    writer.close()
+    writer.record(row("after"))
+    assert len(database.rows) == 1
+    assert (writer.written, writer.dropped, writer.pending) == (1, 1, 0)
+
+
+def test_record_may_run_inside_record_on_one_thread() -> None:
+    """A stream collected unread logs its usage from a finalizer, which the garbage collector
+    may run on a thread that is itself inside ``record`` (holding its lock): no deadlock."""
+    database = FlakyDatabase()
+    writer = UsageWriter(database.write)
+    done = threading.Event()
+
+    def nested() -> None:
+        with writer._counts:  # where record() is when a collection runs a finalizer
+            writer.record(row("from-a-finalizer"))
+        done.set()
+
+    threading.Thread(target=nested, daemon=True).start()
+    assert done.wait(timeout=10), "record() deadlocked inside record()"
+    assert writer.flush(timeout_s=10) and writer.written == 1
+    writer.close()
