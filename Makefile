@@ -80,6 +80,7 @@ bench: $(VENV)/.test-deps
 	$(PY) -m bench.engines
 	$(PY) -m bench.auth_cost
 	$(PY) -m bench.cache_hit
+	$(PY) -m bench.engine_runner
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .data .pytest_cache .ruff_cache .hypothesis
