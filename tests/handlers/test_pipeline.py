@@ -20,14 +20,14 @@ from handlers.dispatch import dispatch
 from handlers.stream import AudioStream
 from serverless_tts.runpod_shapes import run_job, start_job
 from shared.config import Settings
-from shared.engines.base import Engine
+from shared.engines.base import Engine, Pcm, Voice
 from shared.errors import EngineUnavailable, ErrorCode, TTSError
 from shared.jobs import ApiKeyCredentials, AudioChunk, SynthesisResult
 from shared.telemetry import JOB_LOGGER
 from shared.tenants.base import UNLIMITED, TenantLimits
 from shared.worker import WorkerContext
 from tests.audio_probe import ffprobe_json
-from tests.engine_wrappers import RecordingEngine, begins_between, recording_worker
+from tests.engine_wrappers import RecordingEngine, WrappedEngine, begins_between, recording_worker
 from tests.worker_fixtures import build_worker, usage_rows
 
 
@@ -247,6 +247,36 @@ def test_greetings_use_the_workers_text_limit_not_the_default(
         with pytest.raises(TTSError) as refused:
             run_job({"api_key": key, "action": "greetings.get", "text": too_long}, roomy)
         assert refused.value.code == ErrorCode.TEXT_TOO_LONG
+    finally:
+        roomy.close()
+
+
+class OnePhraseEngine(WrappedEngine):
+    """Real Piper audio, made once, for any text: a 12,000-character phrase in milliseconds."""
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine)
+        voice = engine.voice(engine.default_voice)
+        self._pcm = engine.synthesize("Hello.", voice=voice, language="en", speed=1.0)
+
+    def synthesize(self, text: str, *, voice: Voice, language: str, speed: float) -> Pcm:
+        return self._pcm
+
+
+def test_greetings_warm_takes_a_phrase_as_long_as_the_worker_allows(
+    piper_engine: Engine, settings: Settings
+) -> None:
+    roomy = build_worker(
+        settings.model_copy(update={"max_text_chars": 20_000}), engine=OnePhraseEngine(piper_engine)
+    )
+    try:
+        key = roomy.tenants.create_tenant("long", UNLIMITED).api_key
+        phrase = ("A long greeting for the caller. " * 400)[:12_000]
+        warm = {"api_key": key, "action": "greetings.warm", "phrases": [phrase], "format": "mp3"}
+        [result] = run_job(warm, roomy)
+        assert result["greetings"][0]["cached"] is False and result["greetings"][0]["url"]
+        get = {"api_key": key, "action": "greetings.get", "text": phrase, "format": "mp3"}
+        assert run_job(get, roomy)[0]["cached"] is True
     finally:
         roomy.close()
 
