@@ -75,7 +75,6 @@ def read_or_none(ctx: WorkerContext, key: str) -> bytes | None:
 
 
 def _entry(prepared: PreparedSpeech, ctx: WorkerContext) -> CacheEntry | None:
-    if not prepared.cached:
+    if prepared.cache_slot is None:
         return None
-    assert prepared.cache_slot is not None
     return audio_cache.lookup(ctx.storage, prepared.cache_slot)

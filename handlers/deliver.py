@@ -45,15 +45,13 @@ class _Made:
 
 def synthesize(prepared: PreparedSpeech, ctx: WorkerContext) -> SynthesisResult:
     """The job's whole file, as a signed URL or inline bytes."""
-    if not prepared.cached:
+    slot = prepared.cache_slot
+    if slot is None:
         return _deliver(prepared, ctx, _make_and_store(prepared, ctx), cached=False)
     hit = answer_from_cache(prepared, ctx)
     if hit is not None:
         return hit
-    assert prepared.cache_slot is not None
-    made, ran = ctx.inflight.run(
-        prepared.cache_slot.audio_key, lambda: _make_and_store(prepared, ctx)
-    )
+    made, ran = ctx.inflight.run(slot.audio_key, lambda: _make_and_store(prepared, ctx))
     return _deliver(prepared, ctx, made, cached=not ran)
 
 
@@ -76,14 +74,13 @@ def make_audio(prepared: PreparedSpeech) -> EncodedAudio:
 
 
 def _make_and_store(prepared: PreparedSpeech, ctx: WorkerContext) -> _Made:
-    request = prepared.request
     audio = make_audio(prepared)
-    if request.delivery == "base64" and not prepared.cached:
-        return _Made(audio=audio, stored_key=None, store_error=None)
     tenant, slot = prepared.tenant, prepared.cache_slot
-    assert tenant is not None and slot is not None  # prepare refuses url without a tenant
+    if slot is None and prepared.request.delivery == "base64":
+        return _Made(audio=audio, stored_key=None, store_error=None)
+    assert tenant is not None  # prepare refuses url delivery without a tenant
     try:
-        if prepared.cached:
+        if slot is not None:
             entry = CacheEntry(duration_s=audio.duration_s, bytes=len(audio.data))
             audio_cache.fill(ctx.storage, slot, entry, audio.data, prepared.spec.content_type)
             return _Made(audio=audio, stored_key=slot.audio_key, store_error=None)

@@ -9,7 +9,7 @@ from shared.worker import WorkerContext
 
 
 def health(ctx: WorkerContext) -> HealthResult:
-    engine = ctx.engines.choose().engine
+    engine = ctx.engines.default.engine
     return HealthResult(
         engine=engine.name,
         engines=ctx.engines.names,

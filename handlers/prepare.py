@@ -82,8 +82,9 @@ class SpeechRequest:
 
 @dataclass(frozen=True, slots=True)
 class PreparedSpeech:
-    """A request checked against an engine; ``tenant`` None is the operator's tenant-free run,
-    which has no storage slot (nothing is cached or stored for it)."""
+    """A request checked against an engine; ``tenant`` None is the operator's tenant-free run.
+    ``cache_slot`` is where the tenant's cached copy lives, None when the job does not use the
+    cache (``cache: false``, or no tenant to hold it)."""
 
     request: SpeechRequest
     tenant: Tenant | None
@@ -101,11 +102,6 @@ class PreparedSpeech:
     @property
     def engine(self) -> Engine:
         return self.runner.engine
-
-    @property
-    def cached(self) -> bool:
-        """Whether this request reads and fills the tenant's audio cache."""
-        return self.request.cache and self.cache_slot is not None
 
     def spoken_as(self) -> SpokenAs:
         return SpokenAs(
@@ -130,7 +126,7 @@ def prepare(
 ) -> PreparedSpeech:
     """Check ``request`` for ``tenant`` (already authenticated) on the worker's engine."""
     started = time.perf_counter() if started is None else started
-    runner = ctx.engines.choose()
+    runner = ctx.engines.default  # per-tenant engine orders will choose here
     engine = runner.engine
     limit = engine.segment_limit(request.language)  # the one language check
     voice = ctx.voices.resolve(tenant, engine, request.voice)
@@ -150,7 +146,7 @@ def prepare(
             f"{chars} characters to speak; the limit is {ctx.settings.max_text_chars}"
         )
     slot = None
-    if tenant is not None:
+    if tenant is not None and request.cache:
         cache_key = audio_cache_key(
             engine=engine.name,
             model_version=engine.model_version,

@@ -8,7 +8,7 @@ from shared.worker import WorkerContext
 
 
 def list_voices(ctx: WorkerContext, tenant: Tenant | None) -> VoicesResult:
-    engine = ctx.engines.choose().engine
+    engine = ctx.engines.default.engine
     return VoicesResult(
         engine=engine.name,
         default_voice=engine.default_voice,

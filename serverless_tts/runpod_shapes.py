@@ -59,13 +59,13 @@ class OutputItems:
 
     def __init__(self, output: JobOutput) -> None:
         self._output = output
-        self._items = stream_items(output) if isinstance(output, AudioStream) else None
-        self._result = None if self._items is not None else result_item(output)
+        if isinstance(output, AudioStream):
+            self._items = stream_items(output)
+        else:
+            self._items = iter([result_item(output)])
 
     def __iter__(self) -> Iterator[JobItem]:
-        if self._items is not None:
-            return self._items
-        return iter([] if self._result is None else [self._result])
+        return self._items
 
     def close(self) -> None:
         if isinstance(self._output, AudioStream):

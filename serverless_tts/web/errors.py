@@ -21,6 +21,7 @@ _STATUS = {
     ErrorCode.UNAUTHORIZED: 401,
     ErrorCode.AUTH_UNAVAILABLE: 503,
     ErrorCode.QUEUE_FULL: 503,
+    ErrorCode.ENGINE_UNAVAILABLE: 503,
     ErrorCode.REQUEST_TOO_LARGE: 413,
 }
 

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from serverless_tts.runpod_shapes import JobItem, error_string, start_job
 from serverless_tts.web.webhooks import Webhooks
-from shared.errors import InternalError, QueueFull, TTSError
+from shared.errors import EngineUnavailable, InternalError, QueueFull, TTSError
 from shared.worker import WorkerContext
 
 _log = logging.getLogger(__name__)
@@ -66,7 +66,6 @@ class JobQueue:
         # Finished jobs in the order they finished: the oldest is always first, so eviction
         # stops at the first job it keeps and never walks past running ones.
         self._finished: OrderedDict[str, None] = OrderedDict()
-        self._active = 0
         self._lock = threading.Lock()
         self._retention_s = retention_s
         self._max_active = max_active
@@ -78,7 +77,8 @@ class JobQueue:
         ``webhooks``). ``QueueFull`` when ``max_active`` jobs are already waiting or running."""
         job = QueuedJob(id=f"local-{uuid.uuid4().hex}", webhook=webhook)
         with self._lock:
-            if self._active >= self._max_active:
+            # Jobs waiting or running are the kept jobs that have not finished.
+            if len(self._jobs) - len(self._finished) >= self._max_active:
                 raise QueueFull(
                     f"the queue is full (at most {self._max_active} jobs waiting or running); "
                     f"retry in {RETRY_AFTER_S} s",
@@ -86,8 +86,12 @@ class JobQueue:
                 )
             self._forget_old()
             self._jobs[job.id] = job
-            self._active += 1
-        self._pool.submit(self._run, job, raw_input)
+        try:
+            self._pool.submit(self._run, job, raw_input)
+        except RuntimeError:  # the pool is shut down: the app is stopping
+            with self._lock:
+                del self._jobs[job.id]
+            raise EngineUnavailable("the worker is shutting down") from None
         return job
 
     def snapshot(self, job_id: str) -> QueuedJob | None:
@@ -128,7 +132,6 @@ class JobQueue:
     def _end(self, job: QueuedJob, status: JobStatus, error: str | None) -> None:
         with self._lock:
             job.status, job.error, job.finished_at = status, error, time.monotonic()
-            self._active -= 1
             self._finished[job.id] = None
             body = status_body(replace(job, items=list(job.items)))
         if job.webhook is not None and self._webhooks is not None:

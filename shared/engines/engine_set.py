@@ -1,7 +1,8 @@
 """The engines one worker speaks with, each behind its own runner thread.
 
-One engine is configured today; the set is the seam for more (vendor engines, per-tenant engine
-orders): handlers ask the set for an engine and never hold a single global one.
+One engine is configured today, and every job speaks with the default; the set is the seam for
+more (vendor engines, per-tenant engine orders): handlers ask the set for an engine and never
+hold a single global one.
 """
 
 from __future__ import annotations
@@ -29,16 +30,6 @@ class EngineSet:
     @property
     def names(self) -> list[str]:
         return list(self._runners)
-
-    def choose(self, name: str | None = None) -> EngineRunner:
-        """The engine a job asked for, or the default; ``EngineUnavailable`` if not loaded."""
-        if name is None:
-            return self.default
-        runner = self._runners.get(name)
-        if runner is None:
-            loaded = ", ".join(self._runners)
-            raise EngineUnavailable(f"engine {name!r} is not loaded on this worker ({loaded})")
-        return runner
 
     def close(self) -> None:
         for runner in self._runners.values():

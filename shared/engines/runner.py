@@ -209,15 +209,16 @@ class EngineRunner:
 
     def _pick_ready(self) -> _Render | None:
         """Round robin over renders with room; a render mid-segment on an engine that cannot
-        interleave keeps the engine until its segment ends. Call with the lock held."""
+        interleave keeps the engine until its segment ends. Call with the lock held, after
+        ``_pick`` has taken the cancelled renders out."""
         if not self._interleavable:
             for render in self._renders:
-                if render.mid_segment and not render.cancelled:
+                if render.mid_segment:
                     return render
         for _ in range(len(self._renders)):
             render = self._renders[0]
             self._renders.rotate(-1)
-            if not render.cancelled and len(render.queue) < self._queue_chunks:
+            if len(render.queue) < self._queue_chunks:
                 return render
         return None
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,9 +18,8 @@ from shared.errors import Unauthorized
 from shared.tenants.sqlite_store import SqliteTenantStore
 from shared.worker import build_worker
 from tests.audio_probe import audio_stream, ffprobe_json, probe_duration_s
+from tests.processes import REPO, clean_env, run_python
 from tests.servers import free_port, wait_for_port
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -171,25 +169,9 @@ def test_operator_mistakes_get_a_message_not_a_traceback(
     assert "operator run" not in err  # refused before anything started
 
 
-def run_cli(
-    env: dict[str, str], *argv: str, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "serverless_tts.cli", *argv],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
 @pytest.fixture
-def clean_env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TTS_", "RUNPOD_"))}
-    env["TTS_DATA_DIR"] = str(tmp_path / "data")
-    return env
+def worker_env(tmp_path: Path) -> dict[str, str]:
+    return clean_env(tmp_path / "data")
 
 
 @pytest.mark.parametrize(
@@ -200,37 +182,28 @@ def clean_env(tmp_path: Path) -> dict[str, str]:
     ],
 )
 def test_a_bad_setting_is_named_in_one_line_by_the_cli_and_the_runpod_worker(
-    clean_env: dict[str, str], variable: str, value: str, expected: str
+    worker_env: dict[str, str], variable: str, value: str, expected: str
 ) -> None:
-    env = {**clean_env, variable: value}
-    served = run_cli(env, "serve", "--port", str(free_port()))
+    env = {**worker_env, variable: value}
+    served = run_python(env, "-m", "serverless_tts.cli", "serve", "--port", str(free_port()))
     assert served.returncode == 2
     assert f"error: invalid_config: {expected}" in served.stderr
     assert "Traceback" not in served.stderr and value not in served.stderr.replace(expected, "")
-    worker = subprocess.run(
-        [sys.executable, "runpod_handler.py", "--test_input", "{}"],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    worker = run_python(env, "runpod_handler.py", "--test_input", "{}")
     assert worker.returncode == 1
     assert f"invalid_config: {expected}" in worker.stderr and "Traceback" not in worker.stderr
 
 
 def test_the_curl_line_of_a_second_run_works_with_the_key_exported(
-    clean_env: dict[str, str],
+    worker_env: dict[str, str],
 ) -> None:
     """The second `make run` has no key to show: its curl line must read $TTS_API_KEY."""
     port = free_port()
-    env = {**clean_env, "TTS_ENGINE": "piper"}
 
     def serve_and_read_the_curl_line() -> tuple[subprocess.Popen[str], str]:
         process = subprocess.Popen(
             [sys.executable, "-m", "serverless_tts.cli", "serve", "--port", str(port)],
-            env=env,
+            env=worker_env,
             cwd=REPO,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -255,7 +228,7 @@ def test_the_curl_line_of_a_second_run_works_with_the_key_exported(
         assert key not in printed and "$TTS_API_KEY" in curl
         done = subprocess.run(
             ["bash", "-c", curl],
-            env={**env, "TTS_API_KEY": key},
+            env={**worker_env, "TTS_API_KEY": key},
             capture_output=True,
             text=True,
             timeout=120,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -22,45 +21,28 @@ from serverless_tts.runpod_worker import (
 )
 from shared.worker import WorkerContext
 from tests.audio_probe import audio_stream, ffprobe_json
+from tests.processes import REPO, clean_env, run_python
 from tests.servers import free_port, wait_for_port
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
 def worker_env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TTS_", "RUNPOD_"))}
-    env.update({"TTS_DATA_DIR": str(tmp_path / "data"), "TTS_ENGINE": "piper"})
-    return env
+    return clean_env(tmp_path / "data")
 
 
 @pytest.fixture
 def subprocess_key(worker_env: dict[str, str]) -> str:
     """A tenant made through the CLI, in the data directory the subprocesses share."""
-    done = subprocess.run(
-        [sys.executable, "-m", "serverless_tts.cli", "tenants", "create", "acme"],
-        env=worker_env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
+    done = run_python(worker_env, "-m", "serverless_tts.cli", "tenants", "create", "acme")
+    assert done.returncode == 0, done.stderr
     return done.stdout.split("API key (shown once, keep it): ", 1)[1].split()[0]
 
 
 def run_test_input(
     job_input: dict[str, Any], env: dict[str, str]
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "runpod_handler.py", "--test_input", json.dumps({"input": job_input})],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    test_input = json.dumps({"input": job_input})
+    return run_python(env, "runpod_handler.py", "--test_input", test_input, timeout=300)
 
 
 def test_test_input_run_prints_a_decodable_mp3(
