@@ -106,6 +106,16 @@ class Settings(BaseSettings):
         description="/run jobs waiting or running at once; beyond it, 503 with Retry-After.",
     )
 
+    cors_origins: str = Field(
+        "",
+        description="Comma-separated browser origins allowed to call the API; empty: CORS off.",
+    )
+    openai_voices: dict[str, str] = Field(
+        default_factory=dict,
+        description='JSON: OpenAI voice name -> engine voice id, e.g. {"alloy": "joe"}; '
+        "unmapped OpenAI names speak with the engine's default voice.",
+    )
+
     # --- webhooks (RunPod's "webhook" field) --------------------------------------------------
     webhook_attempts: int = Field(
         3, ge=1, le=10, description="Deliveries tried per job; waits 1 s, 2 s, 4 s... between."
@@ -117,6 +127,10 @@ class Settings(BaseSettings):
         False,
         description="Also send to 127.0.0.0/8 and ::1 (local development); never private ranges.",
     )
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
 
     @property
     def sqlite_path(self) -> Path:

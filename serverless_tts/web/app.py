@@ -1,8 +1,10 @@
-"""The local web app (and what Modal serves): RunPod-compatible job routes, health, signed audio.
+"""The one HTTP app: what ``serverless-tts serve`` runs locally and Modal serves.
 
-A client written for RunPod's API (``/runsync``, ``/run``, ``/status/{id}``, ``/stream/{id}``)
-can point at ``http://127.0.0.1:8000`` unchanged. Routes only parse, call a handler and shape
-the reply; bodies above ``TTS_MAX_BODY_BYTES`` are refused before any route reads them.
+One router per surface: RunPod-compatible jobs (``/runsync``, ``/run``, ``/status/{id}``,
+``/stream/{id}``), native v1 (``/v1/...``, Bearer keys), the WebSocket stream (``/v1/stream``),
+OpenAI-compatible speech (``/v1/audio/speech``), and the signed local audio. Routes only parse,
+call the dispatcher and shape the reply; bodies above ``TTS_MAX_BODY_BYTES`` are refused before
+any route reads them, and each surface refuses in its own clients' error shape.
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.middleware.cors import CORSMiddleware
 
 from handlers.health import health
-from serverless_tts.web import audio_route, runpod_routes
+from serverless_tts.web import audio_route, openai_routes, runpod_routes, v1_routes, ws_route
 from serverless_tts.web.body_limit import BodyLimit
 from serverless_tts.web.errors import install_error_handlers
 from serverless_tts.web.job_queue import JobQueue
@@ -51,8 +54,18 @@ def create_app(
 
     app = FastAPI(title="serverless-tts", lifespan=lifespan)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    if settings.cors_origin_list:  # off unless origins are configured
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origin_list,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
     install_error_handlers(app)
     app.include_router(runpod_routes.router)
+    app.include_router(v1_routes.router)
+    app.include_router(ws_route.router)
+    app.include_router(openai_routes.router)
     app.include_router(audio_route.router)
 
     @app.get("/health")

@@ -60,7 +60,9 @@ class BodyLimit:
             "several jobs) or raise the server's TTS_MAX_BODY_BYTES"
         )
         # The rest of the body is never read: closing the connection is the only way to stop it.
-        await error_reply(err, headers={"Connection": "close"})(scope, receive, send)
+        await error_reply(err, path=scope["path"], headers={"Connection": "close"})(
+            scope, receive, send
+        )
 
 
 def _content_length(scope: Scope) -> int | None:
