@@ -105,6 +105,20 @@ def test_delivery_gives_up_after_the_attempts_with_a_warning_naming_no_secret(
     assert key not in logged and "t0k3n" not in logged
 
 
+@pytest.mark.parametrize(
+    "url", ["http://10.1.2.3/hook", "http://192.168.0.5:8080/", "http://[fd00::1]/"]
+)
+def test_development_mode_still_refuses_private_ranges(
+    start: Callable[..., Served], sleeps: list[float], url: str
+) -> None:
+    served = start(webhook_allow_loopback=True)
+    job = {"input": {"api_key": served.new_key(), "text": "Not to the office LAN."}, "webhook": url}
+    refused = served.http.post("/run", json=job)
+    assert refused.status_code == 422
+    assert "not public (private)" in refused.json()["error"]
+    assert sleeps == []
+
+
 @pytest.mark.parametrize("route", ["/run", "/runsync"])
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
 def test_a_webhook_to_a_non_public_address_is_refused_at_submit_and_never_contacted(
