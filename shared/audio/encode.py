@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 import soundfile as sf
 
+from shared.audio.aac import AdtsEncoder
 from shared.audio.formats import FORMAT_SPECS, AudioFormat, check_sample_rate, parse_format
 from shared.audio.resample import StreamResampler, as_pcm, resample
 from shared.engines.base import Pcm
@@ -161,6 +162,11 @@ def _encode_flac(audio: Pcm, rate: int) -> bytes:
     return _encode_soundfile(audio, rate, "FLAC", "PCM_16")
 
 
+def _encode_aac(audio: Pcm, rate: int) -> bytes:
+    encoder = AdtsEncoder(rate)
+    return encoder.encode(audio) + encoder.close()
+
+
 def _encode_pcm16(audio: Pcm, rate: int) -> bytes:
     return _pcm16_bytes(float_to_int16(audio))
 
@@ -176,6 +182,7 @@ _WHOLE_FILE: dict[AudioFormat, Callable[[Pcm, int], bytes]] = {
     AudioFormat.FLAC: _encode_flac,
     AudioFormat.PCM16: _encode_pcm16,
     AudioFormat.MULAW: _encode_mulaw,
+    AudioFormat.AAC: _encode_aac,
 }
 
 
@@ -347,12 +354,25 @@ class _OggOpusStream(_ResamplingStream):
         return self._sink.drain()
 
 
+class _AacStream(_ResamplingStream):
+    def __init__(self, fmt: AudioFormat, in_rate: int, out_rate: int) -> None:
+        super().__init__(fmt, in_rate, out_rate)
+        self._aac = AdtsEncoder(out_rate)
+
+    def _encode(self, audio: Pcm) -> bytes:
+        return self._aac.encode(audio)
+
+    def _finish(self) -> bytes:
+        return self._aac.close()
+
+
 _STREAMS: dict[AudioFormat, type[_ResamplingStream]] = {
     AudioFormat.WAV: _WavStream,
     AudioFormat.MP3: _Mp3Stream,
     AudioFormat.OGG_OPUS: _OggOpusStream,
     AudioFormat.PCM16: _RawStream,
     AudioFormat.MULAW: _RawStream,
+    AudioFormat.AAC: _AacStream,
 }
 
 

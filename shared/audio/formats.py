@@ -20,6 +20,7 @@ class AudioFormat(StrEnum):
     FLAC = "flac"
     PCM16 = "pcm16"
     MULAW = "mulaw"
+    AAC = "aac"
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +52,12 @@ MP3_RATES: frozenset[int] = frozenset(
     {8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000}
 )
 
+# MPEG-4 audio's sampling-frequency table within MIN_RATE..MAX_RATE: FFmpeg's aac encoder opens
+# at these and refuses others (e.g. 20000 or 44000 Hz) with EINVAL.
+AAC_RATES: frozenset[int] = frozenset(
+    {8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000}
+)
+
 FORMAT_SPECS: Mapping[AudioFormat, FormatSpec] = MappingProxyType(
     {
         AudioFormat.WAV: FormatSpec("audio/wav", "wav", None, None, streamable=True),
@@ -61,6 +68,8 @@ FORMAT_SPECS: Mapping[AudioFormat, FormatSpec] = MappingProxyType(
         AudioFormat.FLAC: FormatSpec("audio/flac", "flac", None, None, streamable=False),
         AudioFormat.PCM16: FormatSpec("audio/pcm", "pcm", None, None, streamable=True),
         AudioFormat.MULAW: FormatSpec("audio/x-mulaw", "ulaw", None, MULAW_RATE, streamable=True),
+        # ADTS: every frame carries its own header, so the output is valid at each frame boundary.
+        AudioFormat.AAC: FormatSpec("audio/aac", "aac", AAC_RATES, None, streamable=True),
     }
 )
 

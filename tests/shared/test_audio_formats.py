@@ -9,6 +9,7 @@ import pytest
 
 from shared.audio.encode import encode
 from shared.audio.formats import (
+    AAC_RATES,
     FORMAT_SPECS,
     MP3_RATES,
     OPUS_RATES,
@@ -79,6 +80,7 @@ def test_every_format_has_a_spec_with_its_content_type() -> None:
         AudioFormat.FLAC: "audio/flac",
         AudioFormat.PCM16: "audio/pcm",
         AudioFormat.MULAW: "audio/x-mulaw",
+        AudioFormat.AAC: "audio/aac",
     }
 
 
@@ -89,10 +91,11 @@ def test_format_specs_are_read_only() -> None:
 
 def test_parse_format_accepts_names_and_rejects_unknown_with_choices() -> None:
     assert parse_format("ogg_opus") is AudioFormat.OGG_OPUS
+    assert parse_format("aac") is AudioFormat.AAC
     with pytest.raises(
-        UnsupportedFormat, match=r"'aac'; choose one of wav, mp3, ogg_opus, flac, pcm16, mulaw"
+        UnsupportedFormat, match=r"'m4a'; choose one of wav, mp3, ogg_opus, flac, pcm16, mulaw, aac"
     ):
-        parse_format("aac")
+        parse_format("m4a")
 
 
 # --- resolve_sample_rate ---------------------------------------------------------------------
@@ -145,8 +148,11 @@ def test_opus_rejects_non_opus_rates(requested: int) -> None:
 
 
 @pytest.mark.parametrize(("native", "expected"), [(22050, 22050), (24000, 24000), (20000, 22050)])
-def test_mp3_default_is_native_or_next_mpeg_rate_up(native: int, expected: int) -> None:
-    assert resolve_sample_rate(AudioFormat.MP3, None, native) == expected
+@pytest.mark.parametrize("fmt", [AudioFormat.MP3, AudioFormat.AAC])
+def test_mpeg_default_is_native_or_next_mpeg_rate_up(
+    fmt: AudioFormat, native: int, expected: int
+) -> None:
+    assert resolve_sample_rate(fmt, None, native) == expected
 
 
 @pytest.mark.parametrize("requested", [7000, 96000, 23000])
@@ -160,11 +166,18 @@ def test_requested_rate_wins_over_native_when_allowed() -> None:
     assert resolve_sample_rate(AudioFormat.OGG_OPUS, 48000, 22050) == 48000
 
 
-def test_contract_rates_are_carried_by_every_any_rate_format_and_mp3() -> None:
+def test_contract_rates_are_carried_by_every_any_rate_format_mp3_and_aac() -> None:
     for rate in SUPPORTED_SAMPLE_RATES:
-        for fmt in (AudioFormat.WAV, AudioFormat.FLAC, AudioFormat.PCM16, AudioFormat.MP3):
+        for fmt in (
+            AudioFormat.WAV,
+            AudioFormat.FLAC,
+            AudioFormat.PCM16,
+            AudioFormat.MP3,
+            AudioFormat.AAC,
+        ):
             assert resolve_sample_rate(fmt, rate, 24000) == rate
     assert SUPPORTED_SAMPLE_RATES <= MP3_RATES
+    assert SUPPORTED_SAMPLE_RATES <= AAC_RATES
     contract_opus_rates = SUPPORTED_SAMPLE_RATES & OPUS_RATES
     assert contract_opus_rates == {8000, 16000, 24000, 48000}
 
@@ -240,7 +253,12 @@ def test_mp3_keeps_the_waveform_after_its_encoder_delay() -> None:
 
 @pytest.mark.parametrize(
     ("fmt", "out_rate"),
-    [(AudioFormat.OGG_OPUS, 22050), (AudioFormat.MULAW, 16000), (AudioFormat.WAV, 96000)],
+    [
+        (AudioFormat.OGG_OPUS, 22050),
+        (AudioFormat.MULAW, 16000),
+        (AudioFormat.WAV, 96000),
+        (AudioFormat.AAC, 20000),
+    ],
 )
 def test_encode_refuses_rates_the_format_cannot_carry(fmt: AudioFormat, out_rate: int) -> None:
     with pytest.raises(UnsupportedFormat, match=f"{fmt.value} does not support {out_rate} Hz"):
