@@ -4,6 +4,7 @@ HMAC-SHA256 signed, expiring URLs (the same shape of guarantee as an S3 presigne
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import os
@@ -43,7 +44,10 @@ class LocalAudioStore:
             partial.write_bytes(data)
             os.replace(partial, path)  # readers never see half a file
         except OSError as exc:
-            partial.unlink(missing_ok=True)
+            # The cleanup fails the same way when the folder itself cannot exist (a file in
+            # its place): the job must still see StorageUnavailable and fall back to inline.
+            with contextlib.suppress(OSError):
+                partial.unlink(missing_ok=True)
             raise StorageUnavailable("could not write audio to local storage") from exc
 
     def get(self, key: str) -> bytes | None:

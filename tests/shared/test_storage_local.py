@@ -8,7 +8,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from shared.errors import InvalidInput, NotFound
+from shared.errors import InvalidInput, NotFound, StorageUnavailable
 from shared.storage.base import object_key
 from shared.storage.local import LocalAudioStore, UrlRefused, load_or_create_secret
 
@@ -90,3 +90,16 @@ def test_malformed_expiry_is_refused_not_a_server_error(
     key = object_key("tenant1", "piper", "abc", "wav")
     with pytest.raises(UrlRefused, match="malformed"):
         store.open_signed(key, expires, "0" * 64)
+
+
+def test_a_file_where_a_folder_must_go_is_storage_unavailable(
+    store: LocalAudioStore, tmp_path: Path
+) -> None:
+    """The cleanup of the partial file fails the same way; the caller must still learn that
+    storage is unavailable (and deliver inline), not meet an unexpected OSError."""
+    key = object_key("tenant1", "piper", "abc", "wav")
+    folder = tmp_path / "audio" / Path(key).parent
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    folder.write_bytes(b"not a folder")
+    with pytest.raises(StorageUnavailable):
+        store.put(key, b"RIFF", "audio/wav")
