@@ -127,4 +127,9 @@ class TenantStore(Protocol):
         """Daily totals, oldest first; ``NotFound`` for an unknown tenant."""
         ...
 
+    def usage_between(self, tenant_id: str, start: date, end: date) -> Sequence[DailyUsage]:
+        """Daily totals of the UTC days ``start`` to ``end``, both included, oldest first (days
+        without jobs are left out); ``NotFound`` for an unknown tenant."""
+        ...
+
     def close(self) -> None: ...

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import astuple
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from shared.errors import AuthUnavailable, InternalError, NotFound, Unauthorized
@@ -248,16 +248,27 @@ class SqliteTenantStore:
             )
 
     def usage_by_day(self, tenant_id: str, days: int = 30) -> Sequence[DailyUsage]:
-        since = days_ago(self._clock(), days).isoformat()
+        return self._daily(tenant_id, since=days_ago(self._clock(), days).isoformat())
+
+    def usage_between(self, tenant_id: str, start: date, end: date) -> Sequence[DailyUsage]:
+        # created_at is ISO text in UTC: "2026-11-21T..." sorts between "2026-11-21" and
+        # "2026-11-22", so the range is an index scan on (tenant_id, created_at).
+        after_end = (end + timedelta(days=1)).isoformat() if end < date.max else None
+        return self._daily(tenant_id, since=start.isoformat(), before=after_end)
+
+    def _daily(self, tenant_id: str, *, since: str, before: str | None = None) -> list[DailyUsage]:
+        """Daily totals of the rows created at ``since`` or later (and before ``before``)."""
+        where, params = "tenant_id = ? AND created_at >= ?", [tenant_id, since]
+        if before is not None:
+            where, params = f"{where} AND created_at < ?", [*params, before]
         with self._transaction(immediate=False) as db:
             if db.execute("SELECT 1 FROM tenants WHERE id = ?", (tenant_id,)).fetchone() is None:
                 raise NotFound(f"no tenant with id {tenant_id}")
             rows = db.execute(
                 "SELECT substr(created_at, 1, 10) AS day, count(*),"
                 " sum(error_code IS NOT NULL), sum(input_chars), sum(audio_seconds),"
-                " sum(audio_bytes) FROM usage_logs WHERE tenant_id = ? AND created_at >= ?"
-                " GROUP BY day ORDER BY day",
-                (tenant_id, since),
+                f" sum(audio_bytes) FROM usage_logs WHERE {where} GROUP BY day ORDER BY day",
+                params,
             ).fetchall()
         return [
             DailyUsage(

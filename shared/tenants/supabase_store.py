@@ -238,18 +238,21 @@ class SupabaseTenantStore:
     def usage_by_day(self, tenant_id: str, days: int = 30) -> Sequence[DailyUsage]:
         tenant = self.get_tenant(tenant_id)  # NotFound, where the RPC would answer no days
         params = {"p_tenant_id": tenant.id, "p_days": days}
-        rows = self._run(self._client.rpc("usage_by_day", params))
-        return [
-            DailyUsage(
-                day=date.fromisoformat(row["day"]),
-                requests=int(row["requests"]),
-                failed=int(row["failed"]),
-                input_chars=int(row["input_chars"]),
-                audio_seconds=float(row["audio_seconds"]),
-                audio_bytes=int(row["audio_bytes"]),
-            )
-            for row in rows
-        ]
+        return _daily(self._run(self._client.rpc("usage_by_day", params)))
+
+    def usage_between(self, tenant_id: str, start: date, end: date) -> Sequence[DailyUsage]:
+        tenant = self.get_tenant(tenant_id)
+        # ``usage_by_day`` counts its days back from the database's today: ask for one more
+        # than this clock says reach back to ``start`` (the clocks may disagree near
+        # midnight), and let PostgREST filter the function's rows to the exact range.
+        days_back = (datetime.now(UTC).date() - start).days + 2
+        params = {"p_tenant_id": tenant.id, "p_days": max(days_back, 1)}
+        query = (
+            self._client.rpc("usage_by_day", params)
+            .gte("day", start.isoformat())
+            .lte("day", end.isoformat())
+        )
+        return _daily(self._run(query))
 
     def close(self) -> None:
         self._forget_keys()
@@ -368,6 +371,20 @@ def _tenant(row: Mapping[str, Any]) -> Tenant:
             max_voices=row["max_voices"],
         ),
     )
+
+
+def _daily(rows: Sequence[Mapping[str, Any]]) -> list[DailyUsage]:
+    return [
+        DailyUsage(
+            day=date.fromisoformat(row["day"]),
+            requests=int(row["requests"]),
+            failed=int(row["failed"]),
+            input_chars=int(row["input_chars"]),
+            audio_seconds=float(row["audio_seconds"]),
+            audio_bytes=int(row["audio_bytes"]),
+        )
+        for row in rows
+    ]
 
 
 def _usage_row(row: UsageRecord) -> dict[str, Any]:
