@@ -55,7 +55,11 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     worker = build_worker(settings)
     engine = worker.engines.default.engine
     print(f"engine: {engine.name} ({engine.model_version})", flush=True)
-    uvicorn.run(create_app(worker), host=args.host, port=args.port, log_level="warning")
+    # A WebSocket message is bounded by TTS_MAX_BODY_BYTES in the route (a JSON refusal); the
+    # protocol's own cap, above it, stops a far bigger one before it is even buffered whole.
+    ws_max_size = 2 * settings.max_body_bytes
+    app = create_app(worker)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", ws_max_size=ws_max_size)
     worker.close()
     return 0
 

@@ -22,6 +22,7 @@ from serverless_tts.web import audio_route, openai_routes, runpod_routes, v1_rou
 from serverless_tts.web.body_limit import BodyLimit
 from serverless_tts.web.errors import install_error_handlers
 from serverless_tts.web.job_queue import JobQueue
+from serverless_tts.web.openapi_doc import install_openapi
 from serverless_tts.web.webhooks import Webhooks
 from shared.config import load_settings
 from shared.jobs import HealthResult
@@ -67,6 +68,7 @@ def create_app(
     app.include_router(ws_route.router)
     app.include_router(openai_routes.router)
     app.include_router(audio_route.router)
+    install_openapi(app)
 
     @app.get("/health")
     async def health_route(request: Request) -> HealthResult:

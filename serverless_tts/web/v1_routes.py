@@ -25,8 +25,9 @@ from handlers.health import health
 from handlers.stream import AudioStream
 from serverless_tts.web.audio_response import AudioStreamResponse
 from serverless_tts.web.bearer import bearer_credentials
+from serverless_tts.web.json_body import read_json_object, validated
 from serverless_tts.web.v1_audio import file_headers, stream_headers
-from serverless_tts.web.v1_body import read_json_object, speech_job, take_stream, validated
+from serverless_tts.web.v1_body import speech_job, take_stream
 from serverless_tts.web.v1_models import (
     SpeechBody,
     SsmlBody,
