@@ -23,6 +23,7 @@ from serverless_tts.web.body_limit import BodyLimit
 from serverless_tts.web.errors import install_error_handlers
 from serverless_tts.web.job_queue import JobQueue
 from serverless_tts.web.openapi_doc import install_openapi
+from serverless_tts.web.v1_audio import AUDIO_HEADERS
 from serverless_tts.web.webhooks import Webhooks
 from shared.config import load_settings
 from shared.jobs import HealthResult
@@ -61,6 +62,7 @@ def create_app(
             allow_origins=settings.cors_origin_list,
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type"],
+            expose_headers=list(AUDIO_HEADERS),
         )
     install_error_handlers(app)
     app.include_router(runpod_routes.router)

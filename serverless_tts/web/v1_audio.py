@@ -9,6 +9,20 @@ from shared.audio.formats import FORMAT_SPECS
 from shared.jobs import SpokenAs, SynthesisResult
 
 
+# What a browser client may read of a reply (CORS hides every other header from scripts).
+AUDIO_HEADERS: tuple[str, ...] = (
+    "X-Request-Id",
+    "X-Engine",
+    "X-Voice",
+    "X-Voice-Version",
+    "X-Sample-Rate",
+    "X-Audio-Duration-S",
+    "X-Cached",
+    "Content-Disposition",
+    "Retry-After",
+)
+
+
 def stream_headers(info: SpokenAs) -> dict[str, str]:
     """Known before the first chunk: what speaks, in which format."""
     extension = FORMAT_SPECS[info.format].extension

@@ -72,6 +72,8 @@ def test_cors_allows_only_the_configured_origins(start: Callable[..., Served]) -
     assert "access-control-allow-origin" not in refused.headers
     health = served.http.get("/v1/health", headers={"Origin": "https://app.example.com"})
     assert health.headers["access-control-allow-origin"] == "https://app.example.com"
+    exposed = health.headers["access-control-expose-headers"].lower()
+    assert "x-request-id" in exposed and "retry-after" in exposed
 
 
 def _preflight(http: httpx.Client, origin: str) -> httpx.Response:
