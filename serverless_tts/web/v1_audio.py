@@ -8,7 +8,6 @@ from urllib.parse import quote
 from shared.audio.formats import FORMAT_SPECS
 from shared.jobs import SpokenAs, SynthesisResult
 
-
 # What a browser client may read of a reply (CORS hides every other header from scripts).
 AUDIO_HEADERS: tuple[str, ...] = (
     "X-Request-Id",
