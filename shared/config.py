@@ -8,7 +8,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.errors import InvalidConfig
@@ -161,3 +168,98 @@ def env_name(field: str) -> str:
     if isinstance(alias, AliasChoices):
         return str(alias.choices[0])
     return f"TTS_{field.upper()}"
+
+
+# Modal's GPU types (modal.com/docs/guide/gpu); "!" pins H100 (no upgrade), "+" allows B200+.
+MODAL_GPU_TYPES: tuple[str, ...] = (
+    "T4", "L4", "A10", "A10G", "L40S", "A100", "A100-40GB", "A100-80GB", "RTX-PRO-6000",
+    "H100", "H100!", "H200", "B200", "B200+",
+)  # fmt: skip
+
+
+class ModalDeploySettings(BaseSettings):
+    """What ``modal deploy modal_app.py`` gives the GPU class (prefix ``TTS_MODAL_``): read where
+    the deploy runs, so changing one means deploying again. The worker inside reads ``Settings``.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="TTS_MODAL_", extra="ignore")
+
+    # XTTS-v2 needs ~2 GB of GPU memory, so any type fits; its GPT decoding is bound by memory
+    # bandwidth. L40S: Modal's default pick for inference. L4/A10: cheapest per hour, slower per
+    # token. H100/H200: fastest first audio and the most streams per container, several times
+    # the price. A comma-separated list is a fallback order for when the first type is scarce.
+    gpu: str = Field("L40S", description="One GPU type, or a comma-separated fallback order.")
+    # Idle seconds before a container stops. Longer: fewer cold starts (a snapshot restore plus
+    # moving the model to the GPU), but idle GPU time is billed. 300-900 suits phone traffic.
+    scaledown_s: int = Field(300, ge=2, le=3600, description="Modal's scaledown_window.")
+    # Containers kept warm with no traffic: 1 removes the first caller's cold start, at the cost
+    # of one GPU billed around the clock.
+    min_containers: int = Field(0, ge=0, le=100)
+    # A ceiling on cost: beyond it, inputs wait for a container instead of starting a new one.
+    max_containers: int | None = Field(None, ge=1, le=1000)
+    # Idle containers kept beside busy ones while there is traffic, so a burst finds a warm model.
+    buffer_containers: int = Field(0, ge=0, le=100)
+    # Inputs (HTTP requests, job calls) one container takes at once. They share one model: its
+    # thread runs one step at a time and takes turns between jobs (XTTS finishes a segment
+    # first), so more inputs do not make the GPU faster; they overlap auth, cache hits, encoding
+    # and delivery with synthesis. Past what the GPU keeps up with, each job just gets slower.
+    max_inputs: int = Field(4, ge=1, le=64)
+    # The load per container the autoscaler aims for (at most max_inputs; unset: max_inputs).
+    # Lower starts containers before the running ones are full: lower latency, more GPUs.
+    target_inputs: int | None = Field(None, ge=1, le=64)
+    # How a cold start skips loading the model. "cpu": restore a memory snapshot holding it in
+    # CPU memory, then move it to the GPU (seconds). "gpu" (a Modal alpha): the snapshot holds
+    # GPU memory too, so nothing moves. "off": load from the Volume at every cold start (the
+    # slowest), for when a snapshot misbehaves.
+    snapshot: Literal["cpu", "gpu", "off"] = "cpu"
+    # Modal Secrets whose keys become the worker's environment (Supabase, S3); empty: none.
+    secrets: str = Field("serverless-tts", description="Comma-separated Modal Secret names.")
+    # Longest one input may run: a long stream or a queued job (Modal cuts web requests at 150 s).
+    timeout_s: int = Field(600, ge=10, le=86_400)
+
+    @field_validator("gpu")
+    @classmethod
+    def _known_gpu_types(cls, value: str) -> str:
+        # One GPU per container: the engine runs on one device, so "H100:2" would pay for idle.
+        choices = [choice.strip().upper() for choice in value.split(",")]
+        unknown = [choice for choice in choices if choice not in MODAL_GPU_TYPES]
+        if unknown:
+            raise ValueError(
+                f"unknown GPU type {', '.join(unknown) or '(empty)'}; "
+                f"use one of {', '.join(MODAL_GPU_TYPES)} (one GPU each, no :N), or several "
+                "separated by commas"
+            )
+        return ",".join(choices)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModalDeploySettings:
+        if self.target_inputs is not None and self.target_inputs > self.max_inputs:
+            raise ValueError("TTS_MODAL_TARGET_INPUTS must not exceed TTS_MODAL_MAX_INPUTS")
+        if self.max_containers is not None and self.max_containers < self.min_containers:
+            raise ValueError("TTS_MODAL_MAX_CONTAINERS must be at least TTS_MODAL_MIN_CONTAINERS")
+        return self
+
+    @property
+    def gpu_request(self) -> str | list[str]:
+        """``gpu=`` for ``@app.cls``: a type, or a list Modal tries in order."""
+        choices = self.gpu.split(",")
+        return choices[0] if len(choices) == 1 else choices
+
+    @property
+    def secret_names(self) -> list[str]:
+        return [name.strip() for name in self.secrets.split(",") if name.strip()]
+
+
+def load_modal_deploy_settings() -> ModalDeploySettings:
+    """``ModalDeploySettings`` from the environment, or ``InvalidConfig`` naming each variable
+    that is wrong, so a bad knob stops ``modal deploy`` before anything is built."""
+    try:
+        return ModalDeploySettings()
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors(include_input=False, include_url=False):
+            message = error["msg"].removeprefix("Value error, ")
+            # A check across fields has no location: its message names the variables itself.
+            where = f"TTS_MODAL_{str(error['loc'][0]).upper()}: " if error["loc"] else ""
+            problems.append(where + message)
+        raise InvalidConfig("; ".join(problems)) from None

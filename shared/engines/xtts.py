@@ -63,6 +63,9 @@ class _Latents:
     gpt_cond_latent: torch.Tensor
     speaker_embedding: torch.Tensor
 
+    def to(self, device: str) -> _Latents:
+        return _Latents(self.gpt_cond_latent.to(device), self.speaker_embedding.to(device))
+
 
 class XttsEngine:
     """XTTS-v2 behind the ``Engine`` protocol.
@@ -172,15 +175,38 @@ class XttsEngine:
             latents=_speaker_latents(model, target),
             stream_chunk_tokens=stream_chunk_tokens,
         )
-        if warmup and engine.default_voice:
-            # The first call pays for CUDA kernels and allocator growth; a user should not.
-            engine.synthesize(
-                WARMUP_TEXT,
-                voice=engine.voice(engine.default_voice),
-                language=engine._warmup_language(),
-                speed=1.0,
-            )
+        if warmup:
+            engine.warm_up()
         return engine
+
+    def warm_up(self) -> None:
+        """One short synthesis: the first call on a device pays for CUDA kernels and allocator
+        growth, and a user should not."""
+        if self.default_voice:
+            voice = self.voice(self.default_voice)
+            self.synthesize(WARMUP_TEXT, voice=voice, language=self._warmup_language(), speed=1.0)
+
+    def to_device(self, device: str) -> None:
+        """Move the model and its voices' latents to ``device`` (auto, cuda, cuda:N, cpu).
+
+        Modal loads the model on the CPU into a memory snapshot, where no GPU is attached, and
+        moves it to the GPU once the container is restored. The move holds the model lock, so no
+        model call runs beside it; voices resolved before it keep their latents where they were,
+        so move before jobs start.
+        """
+        import torch
+
+        target = _resolve_device(device, cuda_available=torch.cuda.is_available())
+        with self._lock:
+            try:
+                self._model.to(target)
+                latents = {name: one.to(target) for name, one in self._latents.items()}
+            except Exception as exc:  # torch: no such device ordinal, out of GPU memory
+                raise EngineUnavailable(
+                    f"cannot move XTTS to {target}: {type(exc).__name__}: {exc}"
+                ) from exc
+            self._latents = latents
+            self.device = target
 
     def voices(self) -> Sequence[Voice]:
         return [self._builtin(name, latents) for name, latents in self._latents.items()]

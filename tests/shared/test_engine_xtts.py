@@ -325,3 +325,46 @@ def test_model_version_follows_contents_not_file_times(tiny_xtts_dir: Path) -> N
     before = _model_version(tiny_xtts_dir)
     os.utime(tiny_xtts_dir / "model.pth", (1, 1))  # another worker's copy, another mtime
     assert _model_version(tiny_xtts_dir) == before
+
+
+def test_to_device_cpu_keeps_the_engine_speaking(xtts_engine: Engine) -> None:
+    assert isinstance(xtts_engine, XttsEngine)
+    xtts_engine.to_device("cpu")
+    assert xtts_engine.device == "cpu"
+    voice = xtts_engine.voice(xtts_engine.default_voice)
+    assert voice.conditioning.gpt_cond_latent.device.type == "cpu"  # type: ignore[attr-defined]
+    _assert_audio(xtts_engine.synthesize("Still speaking.", voice=voice, language="en", speed=1.0))
+
+
+def test_to_device_without_cuda_is_engine_unavailable_and_moves_nothing(
+    xtts_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    assert isinstance(xtts_engine, XttsEngine)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # any machine, as without
+    with pytest.raises(EngineUnavailable, match="CUDA"):
+        xtts_engine.to_device("cuda")
+    with pytest.raises(EngineUnavailable, match="unknown XTTS device"):
+        xtts_engine.to_device("tpu")
+    assert xtts_engine.device == "cpu"
+    xtts_engine.to_device("auto")  # no CUDA: auto stays on the CPU
+    assert xtts_engine.device == "cpu"
+
+
+def test_to_device_waits_while_a_stream_holds_the_model(xtts_engine: Engine) -> None:
+    assert isinstance(xtts_engine, XttsEngine)
+    voice = xtts_engine.voice(xtts_engine.default_voice)
+    stream = cast(
+        "Generator[np.ndarray, None, None]",
+        xtts_engine.stream("Held.", voice=voice, language="en", speed=1.0),
+    )
+    next(stream)  # the generator now holds the model lock
+    moved = threading.Event()
+    mover = threading.Thread(target=lambda: (xtts_engine.to_device("cpu"), moved.set()))
+    mover.start()
+    # Unlocked, a move to the device the model is already on takes milliseconds.
+    assert not moved.wait(timeout=2.0), "the model moved while a stream was using it"
+    stream.close()
+    assert moved.wait(timeout=60), "closing the stream did not let the move through"
+    mover.join()
