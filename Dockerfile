@@ -34,9 +34,11 @@ RUN /opt/tools/bin/python scripts/lockfile.py check \
  && /opt/tools/bin/uv pip install --python /opt/venv/bin/python \
       -c requirements.lock -r pyproject.toml --extra xtts
 
-# Bake the weights into the image so a cold start never downloads them.
+# Bake the weights into the image so a cold start never downloads them: straight into the folder
+# TTS_XTTS_MODEL_DIR names (coqui's ModelManager would leave them in the Hugging Face cache).
+COPY shared/engines/xtts_weights.py ./download_xtts.py
 RUN test "$COQUI_TOS_AGREED" = "1" || { echo "set --build-arg COQUI_TOS_AGREED=1 to accept the CPML"; exit 1; } \
- && COQUI_TOS_AGREED=1 python -c "from TTS.utils.manage import ModelManager; ModelManager(output_prefix='/models').download_model('tts_models/multilingual/multi-dataset/xtts_v2')"
+ && python download_xtts.py /models/xtts-v2 --accept-cpml && rm download_xtts.py
 
 COPY shared ./shared
 COPY handlers ./handlers
@@ -46,7 +48,7 @@ RUN /opt/tools/bin/uv pip install --python /opt/venv/bin/python --no-deps -b req
 COPY runpod_handler.py test_input.json ./
 
 ENV TTS_ENGINE=xtts \
-    TTS_XTTS_MODEL_DIR=/models/tts/tts_models--multilingual--multi-dataset--xtts_v2 \
+    TTS_XTTS_MODEL_DIR=/models/xtts-v2 \
     TTS_XTTS_DEVICE=cuda \
     TTS_DATA_DIR=/tmp/serverless-tts
 
