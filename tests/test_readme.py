@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.config import Settings
+from shared.config import ModalDeploySettings, Settings
 from shared.errors import ErrorCode
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
@@ -15,6 +15,11 @@ README = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding=
 @pytest.mark.parametrize("field", sorted(Settings.model_fields))
 def test_every_setting_is_documented(field: str) -> None:
     assert f"`TTS_{field.upper()}`" in README or f"(or `TTS_{field.upper()}`)" in README
+
+
+@pytest.mark.parametrize("field", sorted(ModalDeploySettings.model_fields))
+def test_every_modal_deploy_knob_is_documented(field: str) -> None:
+    assert f"| `TTS_MODAL_{field.upper()}` |" in README
 
 
 @pytest.mark.parametrize("code", [code.value for code in ErrorCode])
