@@ -21,19 +21,23 @@ Model = TypeVar("Model", bound=BaseModel)
 async def read_json_object(request: Request, *, expected: str = "a JSON object") -> dict[str, Any]:
     """The body as a JSON object; ``InvalidInput`` saying what is wrong with it (``expected``
     describes the object, for the message when the body is some other JSON value)."""
-    raw = await request.body()
+    return json_object(await request.body(), what="the body", expected=expected)
+
+
+def json_object(raw: str | bytes, *, what: str, expected: str) -> dict[str, Any]:
+    """``raw`` (a body, a WebSocket message: ``what``) parsed as a JSON object."""
     try:
         parsed = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise InvalidInput(
-            f"the body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
-        ) from exc
-    except UnicodeDecodeError as exc:
-        raise InvalidInput("the body is not valid JSON: it is not UTF-8 text") from exc
-    except (ValueError, RecursionError) as exc:  # a 4,300-digit number; nesting past ~1,000
-        raise InvalidInput("the body nests too deeply or holds too long a number") from exc
+            f"{what} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
+    except UnicodeDecodeError:
+        raise InvalidInput(f"{what} is not valid JSON: it is not UTF-8 text") from None
+    except (ValueError, RecursionError):  # a 4,300-digit number; nesting past ~1,000
+        raise InvalidInput(f"{what} nests too deeply or holds too long a number") from None
     if not isinstance(parsed, dict):
-        raise InvalidInput(f"the body must be {expected}")
+        raise InvalidInput(f"{what} must be {expected}")
     return parsed
 
 

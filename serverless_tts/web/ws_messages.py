@@ -7,13 +7,13 @@ anywhere, as RunPod's ``input.api_key`` is: no reply or log ever holds it.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from serverless_tts.runpod_shapes import KEY_FIELD, take_credentials
 from serverless_tts.web.errors import Surface, error_body, status_for
+from serverless_tts.web.json_body import json_object
 from shared.errors import InvalidInput, QueueFull, RateLimited, RequestTooLarge, TTSError
 from shared.jobs import ApiKeyCredentials, SpokenAs, StreamSummary
 
@@ -56,16 +56,9 @@ def read_message(message: dict[str, Any], *, max_bytes: int) -> ClientMessage:
             f"the message has more than {max_bytes} bytes; send less (split long text into "
             "several jobs) or raise the server's TTS_MAX_BODY_BYTES"
         )
-    try:
-        parsed = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InvalidInput(
-            f"the message is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
-        ) from None
-    except (ValueError, RecursionError):  # a 4,300-digit number; nesting past ~1,000
-        raise InvalidInput("the message nests too deeply or holds too long a number") from None
-    if not isinstance(parsed, dict):
-        raise InvalidInput('a message must be a JSON object: a job, or {"type": "cancel"}')
+    parsed = json_object(
+        text, what="the message", expected='a JSON object: a job, or {"type": "cancel"}'
+    )
     kind = parsed.pop("type", "synthesize")
     if kind == "cancel":
         return Cancel()

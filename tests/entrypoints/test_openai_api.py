@@ -6,47 +6,23 @@ from __future__ import annotations
 import base64
 import json
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
 import openai
 import pytest
 
-from shared.config import Settings
 from shared.engines.base import Engine
 from shared.errors import EngineUnavailable
 from shared.tenants.base import UNLIMITED, TenantLimits
 from tests.audio_probe import audio_stream, ffprobe_json, probe_duration_s
 from tests.engine_wrappers import RecordingEngine
-from tests.entrypoints.web_helpers import Served, start_app
+from tests.entrypoints.web_helpers import Served, Start
 from tests.worker_fixtures import usage_rows
 
-Start = Callable[..., Served]
 TEXT = "Hello from the OpenAI route."
 ASK: dict[str, Any] = {"model": "tts-1", "voice": "alloy", "input": TEXT}
-
-
-@pytest.fixture
-def start(settings: Settings, piper_engine: Engine) -> Iterator[Start]:
-    """Serve a worker with some settings changed (and a given engine), until the test ends."""
-    with ExitStack() as stack:
-
-        def started(engine: Engine = piper_engine, **changes: Any) -> Served:
-            return start_app(stack, settings.model_copy(update=changes), engine)
-
-        yield started
-
-
-@pytest.fixture
-def served(start: Start) -> Served:
-    return start()
-
-
-@pytest.fixture
-def key(served: Served) -> str:
-    return served.new_key()
 
 
 def sdk(served: Served, key: str, *, max_retries: int = 0) -> openai.OpenAI:

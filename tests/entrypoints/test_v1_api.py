@@ -6,8 +6,6 @@ from __future__ import annotations
 import base64
 import json
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -23,32 +21,9 @@ from shared.tenants.base import UNLIMITED, TenantLimits
 from shared.worker import build_worker
 from tests.audio_probe import audio_stream, ffprobe_json, probe_duration_s
 from tests.engine_wrappers import RecordingEngine
-from tests.entrypoints.web_helpers import Served, serve, start_app
+from tests.entrypoints.web_helpers import Served, Start, serve
 from tests.servers import free_port
 from tests.worker_fixtures import usage_rows
-
-Start = Callable[..., Served]
-
-
-@pytest.fixture
-def start(settings: Settings, piper_engine: Engine) -> Iterator[Start]:
-    """Serve a worker with some settings changed (and a given engine), until the test ends."""
-    with ExitStack() as stack:
-
-        def started(engine: Engine = piper_engine, **changes: Any) -> Served:
-            return start_app(stack, settings.model_copy(update=changes), engine)
-
-        yield started
-
-
-@pytest.fixture
-def served(start: Start) -> Served:
-    return start()
-
-
-@pytest.fixture
-def key(served: Served) -> str:
-    return served.new_key()
 
 
 def bearer(key: str) -> dict[str, str]:

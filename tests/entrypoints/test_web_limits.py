@@ -5,30 +5,14 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack
-from typing import Any
+from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from shared.config import Settings
 from shared.engines.base import Engine
 from tests.engine_wrappers import GatedEngine
-from tests.entrypoints.web_helpers import Served, job_events, start_app, until_done
-
-Start = Callable[..., Served]
-
-
-@pytest.fixture
-def start(settings: Settings, piper_engine: Engine) -> Iterator[Start]:
-    """Serve a worker with some settings changed (and a given engine), until the test ends."""
-    with ExitStack() as stack:
-
-        def started(engine: Engine = piper_engine, **changes: Any) -> Served:
-            return start_app(stack, settings.model_copy(update=changes), engine)
-
-        yield started
+from tests.entrypoints.web_helpers import Start, job_events, until_done
 
 
 @pytest.fixture

@@ -4,32 +4,15 @@ every route. Real app under uvicorn on loopback, real Piper."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack
-from typing import Any
-
 import httpx
-import pytest
 from fastapi.routing import APIRoute, APIWebSocketRoute, iter_route_contexts
 
 from serverless_tts.web.app import create_app
-from shared.config import Settings
-from shared.engines.base import Engine
-from tests.entrypoints.web_helpers import Served, start_app
-
-
-@pytest.fixture
-def start(settings: Settings, piper_engine: Engine) -> Iterator[Callable[..., Served]]:
-    with ExitStack() as stack:
-
-        def started(**changes: Any) -> Served:
-            return start_app(stack, settings.model_copy(update=changes), piper_engine)
-
-        yield started
+from tests.entrypoints.web_helpers import Start
 
 
 def test_a_body_over_the_bound_is_refused_in_each_surfaces_shape(
-    start: Callable[..., Served],
+    start: Start,
 ) -> None:
     served = start(max_body_bytes=1_000)
     big = b'{"text": "' + b"a" * 2_000 + b'"}'
@@ -51,18 +34,18 @@ def test_a_body_over_the_bound_is_refused_in_each_surfaces_shape(
     assert set(error) == {"message", "type", "param", "code"}
 
 
-def test_an_unknown_v1_path_answers_in_the_v1_shape(start: Callable[..., Served]) -> None:
+def test_an_unknown_v1_path_answers_in_the_v1_shape(start: Start) -> None:
     reply = start().http.get("/v1/no-such-route")
     assert reply.status_code == 404
     assert reply.json()["error"]["code"] == "not_found"
 
 
-def test_cors_is_off_by_default(start: Callable[..., Served]) -> None:
+def test_cors_is_off_by_default(start: Start) -> None:
     reply = _preflight(start().http, "https://app.example.com")
     assert "access-control-allow-origin" not in reply.headers
 
 
-def test_cors_allows_only_the_configured_origins(start: Callable[..., Served]) -> None:
+def test_cors_allows_only_the_configured_origins(start: Start) -> None:
     served = start(cors_origins="https://app.example.com, https://admin.example.com")
     allowed = _preflight(served.http, "https://admin.example.com")
     assert allowed.status_code == 200
@@ -87,7 +70,7 @@ def _preflight(http: httpx.Client, origin: str) -> httpx.Response:
     )
 
 
-def test_the_openapi_document_names_every_route(start: Callable[..., Served]) -> None:
+def test_the_openapi_document_names_every_route(start: Start) -> None:
     served = start()
     document = served.http.get("/openapi.json").json()
     paths = document["paths"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +47,9 @@ class Served:
 
     def new_key(self) -> str:
         return self.ctx.tenants.create_tenant("acme", UNLIMITED).api_key
+
+
+Start = Callable[..., Served]
 
 
 def start_app(stack: ExitStack, settings: Settings, engine: Engine, **app_options: Any) -> Served:

@@ -21,14 +21,7 @@ from shared.audio.formats import (
 )
 from shared.engines.base import Pcm
 from shared.errors import InternalError, UnsupportedFormat
-from tests.audio_probe import (
-    audio_stream,
-    correlation,
-    ffmpeg_decode,
-    ffprobe_json,
-    probe_duration_s,
-    sine_sweep,
-)
+from tests import audio_probe
 
 AAC = AudioFormat.AAC
 SIGNAL_S = 4.0
@@ -81,7 +74,7 @@ def adts_frames(data: bytes) -> list[dict[str, int]]:
 
 
 def decoded_s(data: bytes, rate: int) -> float:
-    return ffmpeg_decode(data, "aac").size / rate
+    return audio_probe.ffmpeg_decode(data, "aac").size / rate
 
 
 def assert_aac_duration(data: bytes, rate: int, seconds: float) -> None:
@@ -89,7 +82,9 @@ def assert_aac_duration(data: bytes, rate: int, seconds: float) -> None:
     assert seconds + PRIMING / rate <= decoded_s(data, rate) <= seconds + (PRIMING + FRAME) / rate
     # ffprobe only estimates an ADTS file's duration from its first frames' bitrate (measured up
     # to 6 % off for a sweep), so it gets a looser bound; a wrong rate would be off by 2x or more.
-    assert probe_duration_s(ffprobe_json(data, "aac")) == pytest.approx(seconds, rel=0.1)
+    assert audio_probe.probe_duration_s(audio_probe.ffprobe_json(data, "aac")) == pytest.approx(
+        seconds, rel=0.1
+    )
 
 
 # --- rates -----------------------------------------------------------------------------------
@@ -116,7 +111,7 @@ def test_rates_the_encoder_refuses_are_unsupported_naming_the_valid_ones(rate: i
     valid = "8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000 Hz"
     message = f"aac does not support {rate} Hz; use one of {valid}"
     with pytest.raises(UnsupportedFormat, match=message):
-        encode(sine_sweep(0.1, 24000), in_rate=24000, fmt=AAC, out_rate=rate)
+        encode(audio_probe.sine_sweep(0.1, 24000), in_rate=24000, fmt=AAC, out_rate=rate)
     with pytest.raises(UnsupportedFormat, match=message):
         open_stream_encoder(AAC, in_rate=24000, out_rate=rate)
 
@@ -125,7 +120,7 @@ def test_an_ffmpeg_failure_becomes_an_internal_error() -> None:
     # Past the rate check (a bug upstream): FFmpeg refuses to open the codec at 20 kHz.
     encoder = AdtsEncoder(20000)
     with pytest.raises(InternalError, match="aac encoding failed") as caught:
-        encoder.encode(sine_sweep(0.1, 20000))
+        encoder.encode(audio_probe.sine_sweep(0.1, 20000))
     assert isinstance(caught.value.__cause__, av.FFmpegError)
 
 
@@ -134,10 +129,12 @@ def test_an_ffmpeg_failure_becomes_an_internal_error() -> None:
 
 @pytest.mark.parametrize("out_rate", CONTRACT_RATES)
 def test_whole_file_probes_as_mono_aac_lc_at_the_rate_and_duration(out_rate: int) -> None:
-    data = encode(sine_sweep(SIGNAL_S, 24000), in_rate=24000, fmt=AAC, out_rate=out_rate)
+    data = encode(
+        audio_probe.sine_sweep(SIGNAL_S, 24000), in_rate=24000, fmt=AAC, out_rate=out_rate
+    )
 
-    probe = ffprobe_json(data, "aac")
-    stream = audio_stream(probe)
+    probe = audio_probe.ffprobe_json(data, "aac")
+    stream = audio_probe.audio_stream(probe)
     assert probe["format"]["format_name"] == "aac"  # ffmpeg's raw ADTS demuxer
     assert (stream["codec_name"], stream["profile"]) == ("aac", "LC")
     assert int(stream["sample_rate"]) == out_rate
@@ -149,7 +146,7 @@ def test_whole_file_probes_as_mono_aac_lc_at_the_rate_and_duration(out_rate: int
 def test_every_adts_header_says_lc_mono_at_the_rate_and_they_chain_to_the_end(
     out_rate: int,
 ) -> None:
-    data = encode(sine_sweep(1.0, 22050), in_rate=22050, fmt=AAC, out_rate=out_rate)
+    data = encode(audio_probe.sine_sweep(1.0, 22050), in_rate=22050, fmt=AAC, out_rate=out_rate)
     frames = adts_frames(data)
     assert {(f["profile"], f["frequency_index"], f["channels"]) for f in frames} == {
         (1, FREQUENCY_INDEX[out_rate], 1)
@@ -162,16 +159,16 @@ def test_every_adts_header_says_lc_mono_at_the_rate_and_they_chain_to_the_end(
 def test_whole_file_decodes_to_the_source_after_the_priming_delay(
     in_rate: int, out_rate: int
 ) -> None:
-    source = sine_sweep(SIGNAL_S, in_rate)
+    source = audio_probe.sine_sweep(SIGNAL_S, in_rate)
     data = encode(source, in_rate=in_rate, fmt=AAC, out_rate=out_rate)
     # Decode at the source's rate so decoded and source samples line up one to one.
-    decoded = ffmpeg_decode(data, "aac", rate=in_rate)
+    decoded = audio_probe.ffmpeg_decode(data, "aac", rate=in_rate)
 
     window = source[:in_rate]
     lags = range(0, 3 * FRAME)
-    best = max(lags, key=lambda lag: correlation(decoded[lag : lag + in_rate], window))
+    best = max(lags, key=lambda lag: audio_probe.correlation(decoded[lag : lag + in_rate], window))
     assert best == pytest.approx(PRIMING * in_rate / out_rate, abs=3)
-    assert correlation(decoded[best:], source) > 0.95
+    assert audio_probe.correlation(decoded[best:], source) > 0.95
     # Not just the right shape: the level survives too (the sweep's RMS is 0.5 / sqrt 2).
     rms = np.sqrt(np.mean((decoded[best : best + source.size] / 32767.0) ** 2))
     assert rms == pytest.approx(0.5 / np.sqrt(2), rel=0.1)
@@ -179,17 +176,17 @@ def test_whole_file_decodes_to_the_source_after_the_priming_delay(
 
 def test_empty_input_is_a_valid_file_of_one_frame_of_silence() -> None:
     data = encode(np.zeros(0, dtype=np.float32), in_rate=24000, fmt=AAC, out_rate=24000)
-    stream = audio_stream(ffprobe_json(data, "aac"))
+    stream = audio_probe.audio_stream(audio_probe.ffprobe_json(data, "aac"))
     assert (stream["codec_name"], stream["channels"], int(stream["sample_rate"])) == (
         "aac",
         1,
         24000,
     )
-    assert not ffmpeg_decode(data, "aac").any()
+    assert not audio_probe.ffmpeg_decode(data, "aac").any()
 
 
 def test_non_finite_samples_are_cleaned_before_the_codec_which_refuses_them() -> None:
-    diverged = sine_sweep(1.0, 24000)
+    diverged = audio_probe.sine_sweep(1.0, 24000)
     diverged[100:200] = np.nan
     diverged[300] = np.inf
     # FFmpeg's aac encoder rejects NaN/inf input outright ...
@@ -198,8 +195,8 @@ def test_non_finite_samples_are_cleaned_before_the_codec_which_refuses_them() ->
         raw.encode(diverged)
     # ... so encode() must clean it first: NaN becomes silence, the rest plays as before.
     data = encode(diverged, in_rate=24000, fmt=AAC, out_rate=24000)
-    decoded = ffmpeg_decode(data, "aac")[PRIMING:]
-    assert correlation(decoded[1000:], diverged[1000:]) > 0.95
+    decoded = audio_probe.ffmpeg_decode(data, "aac")[PRIMING:]
+    assert audio_probe.correlation(decoded[1000:], diverged[1000:]) > 0.95
 
 
 # --- streams ---------------------------------------------------------------------------------
@@ -207,10 +204,10 @@ def test_non_finite_samples_are_cleaned_before_the_codec_which_refuses_them() ->
 
 @pytest.mark.parametrize(("in_rate", "out_rate"), [(24000, 24000), (22050, 16000), (22050, 44100)])
 def test_odd_sized_chunks_join_into_one_valid_adts_file(in_rate: int, out_rate: int) -> None:
-    parts, tail = stream_parts(sine_sweep(SIGNAL_S, in_rate), in_rate, out_rate)
+    parts, tail = stream_parts(audio_probe.sine_sweep(SIGNAL_S, in_rate), in_rate, out_rate)
     streamed = b"".join(parts) + tail
 
-    stream = audio_stream(ffprobe_json(streamed, "aac"))
+    stream = audio_probe.audio_stream(audio_probe.ffprobe_json(streamed, "aac"))
     assert (stream["codec_name"], stream["channels"]) == ("aac", 1)
     assert int(stream["sample_rate"]) == out_rate
     adts_frames(streamed)
@@ -219,22 +216,22 @@ def test_odd_sized_chunks_join_into_one_valid_adts_file(in_rate: int, out_rate: 
 
 def test_stream_without_resampling_is_byte_identical_to_the_whole_file() -> None:
     # The partial frame kept between feeds must be exactly the samples a single call would see.
-    source = sine_sweep(SIGNAL_S, 24000)
+    source = audio_probe.sine_sweep(SIGNAL_S, 24000)
     parts, tail = stream_parts(source, 24000, 24000)
     assert b"".join(parts) + tail == encode(source, in_rate=24000, fmt=AAC, out_rate=24000)
 
 
 def test_resampled_stream_decodes_like_the_whole_file() -> None:
-    source = sine_sweep(SIGNAL_S, 22050)
+    source = audio_probe.sine_sweep(SIGNAL_S, 22050)
     parts, tail = stream_parts(source, 22050, 24000)
-    streamed = ffmpeg_decode(b"".join(parts) + tail, "aac")
-    whole = ffmpeg_decode(encode(source, in_rate=22050, fmt=AAC, out_rate=24000), "aac")
+    streamed = audio_probe.ffmpeg_decode(b"".join(parts) + tail, "aac")
+    whole = audio_probe.ffmpeg_decode(encode(source, in_rate=22050, fmt=AAC, out_rate=24000), "aac")
     assert streamed.size == whole.size
-    assert correlation(streamed, whole) > 0.99
+    assert audio_probe.correlation(streamed, whole) > 0.99
 
 
 def test_stream_hands_out_frames_before_close_and_each_prefix_plays() -> None:
-    parts, tail = stream_parts(sine_sweep(SIGNAL_S, 24000), 24000, 24000)
+    parts, tail = stream_parts(audio_probe.sine_sweep(SIGNAL_S, 24000), 24000, 24000)
     early = b"".join(parts)
 
     assert len(early) / (len(early) + len(tail)) > 0.9
@@ -244,7 +241,7 @@ def test_stream_hands_out_frames_before_close_and_each_prefix_plays() -> None:
     # Each feed ends on a frame boundary, so what a client has so far is already a playable file.
     prefix = b"".join(parts[: len(parts) // 2])
     assert adts_frames(prefix)
-    assert audio_stream(ffprobe_json(prefix, "aac"))["codec_name"] == "aac"
+    assert audio_probe.audio_stream(audio_probe.ffprobe_json(prefix, "aac"))["codec_name"] == "aac"
     assert 0.0 < decoded_s(prefix, 24000) < SIGNAL_S
 
 
@@ -252,7 +249,7 @@ def test_stream_closed_without_audio_is_still_a_valid_file() -> None:
     encoder = open_stream_encoder(AAC, in_rate=22050, out_rate=24000)
     assert encoder.feed(np.zeros(0, dtype=np.float32)) == b""
     data = encoder.close()
-    assert audio_stream(ffprobe_json(data, "aac"))["channels"] == 1
+    assert audio_probe.audio_stream(audio_probe.ffprobe_json(data, "aac"))["channels"] == 1
     assert adts_frames(data)
 
 
@@ -260,4 +257,4 @@ def test_feeding_a_closed_aac_stream_is_an_internal_error() -> None:
     encoder = open_stream_encoder(AAC, in_rate=24000, out_rate=24000)
     encoder.close()
     with pytest.raises(InternalError, match="aac stream encoder used after close"):
-        encoder.feed(sine_sweep(0.1, 24000))
+        encoder.feed(audio_probe.sine_sweep(0.1, 24000))

@@ -5,26 +5,13 @@ stack never mixes tests' tenants."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
 from shared.errors import Conflict, InvalidInput, NotFound, QuotaExceeded, RateLimited, Unauthorized
 from shared.tenants.base import UNLIMITED, TenantLimits, TenantStore, UsageRecord
 from shared.tenants.decisions import MAX_NAME_CHARS
-from shared.tenants.sqlite_store import SqliteTenantStore
-
-
-@pytest.fixture(params=["sqlite", "supabase"])
-def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TenantStore]:
-    if request.param == "supabase":
-        yield request.getfixturevalue("supabase_tenant_store")
-        return
-    store = SqliteTenantStore(tmp_path / "tenants.sqlite3")
-    yield store
-    store.close()
 
 
 def unique_name(label: str) -> str:

@@ -4,25 +4,12 @@ real Postgres + PostgREST stack. Days are UTC days, both ends included, exactly.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, time, timedelta
-from pathlib import Path
 
 import pytest
 
 from shared.errors import NotFound
 from shared.tenants.base import TenantStore, UsageRecord
-from shared.tenants.sqlite_store import SqliteTenantStore
-
-
-@pytest.fixture(params=["sqlite", "supabase"])
-def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TenantStore]:
-    if request.param == "supabase":
-        yield request.getfixturevalue("supabase_tenant_store")
-        return
-    store = SqliteTenantStore(tmp_path / "tenants.sqlite3")
-    yield store
-    store.close()
 
 
 def row(tenant_id: str, at: datetime, input_chars: int, **fields: object) -> UsageRecord:
