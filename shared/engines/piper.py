@@ -100,7 +100,7 @@ class PiperEngine:
     def voice(self, voice_id: str) -> Voice:
         [only] = self.voices()
         if voice_id != only.id:
-            raise VoiceNotFound(f"Piper has no voice {voice_id!r}; available: {only.id}")
+            raise VoiceNotFound(f"Piper has no such voice; available: {only.id}")
         return only
 
     def segment_limit(self, language: str) -> int:
@@ -115,7 +115,7 @@ class PiperEngine:
         # Validate before the generator starts: bad input fails at the call, not at next().
         self._check_language(language)
         if voice.engine != self.name or voice.id != self._voice_id:
-            raise VoiceNotFound(f"Piper has no voice {voice.id!r}; available: {self._voice_id}")
+            raise VoiceNotFound(f"Piper has no such voice; available: {self._voice_id}")
         if not text.strip():
             raise InvalidInput("text is empty")
         if not math.isfinite(speed) or speed <= 0:

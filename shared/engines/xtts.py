@@ -215,7 +215,7 @@ class XttsEngine:
         latents = self._latents.get(voice_id)
         if latents is None:
             known = ", ".join(self._latents) or "none"
-            raise VoiceNotFound(f"XTTS has no voice {voice_id!r}; available: {known}")
+            raise VoiceNotFound(f"XTTS has no such voice; available: {known}")
         return self._builtin(voice_id, latents)
 
     def _builtin(self, name: str, latents: _Latents) -> Voice:
@@ -297,7 +297,7 @@ class XttsEngine:
         language = self._check_language(language)
         latents = voice.conditioning
         if voice.engine != self.name or not isinstance(latents, _Latents):
-            raise VoiceNotFound(f"voice {voice.id!r} is not an XTTS voice")
+            raise VoiceNotFound("that voice is not an XTTS voice")
         if not text.strip():
             raise InvalidInput("text is empty")
         if not math.isfinite(speed) or speed <= 0:

@@ -107,10 +107,13 @@ def test_output_encodes_to_a_wav_ffprobe_accepts(piper_engine: Engine) -> None:
 
 
 def test_unknown_voice_is_voice_not_found(piper_engine: Engine) -> None:
-    with pytest.raises(VoiceNotFound, match="Ana Florence"):
+    # The message lists what there is and never repeats what was asked (it could be anything,
+    # a key pasted into the wrong field included).
+    with pytest.raises(VoiceNotFound, match="available: en_US-joe-medium") as refused:
         piper_engine.voice("Ana Florence")
+    assert "Ana Florence" not in str(refused.value)
     foreign = Voice(id="Ana Florence", name="Ana Florence", engine="xtts", version="xtts-1")
-    with pytest.raises(VoiceNotFound, match="Ana Florence"):
+    with pytest.raises(VoiceNotFound, match="no such voice"):
         piper_engine.synthesize("Hello.", voice=foreign, language="en", speed=1.0)
 
 
