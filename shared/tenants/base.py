@@ -4,6 +4,10 @@ Auth is two steps with different costs: ``authenticate`` answers from an in-proc
 can (a warm job pays no round trip); ``authorize`` charges the tenant it found, by id: it applies
 the sliding rate windows and the monthly quota atomically across every worker, and records an
 allowed request.
+
+Cloned voices are records of one tenant each: every voice method takes the tenant's id and
+filters by it in the query itself, and another tenant's voice gets the same ``VoiceNotFound``
+as one that does not exist (see ``shared.tenants.voices`` for the bounds and the version rule).
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Protocol
+
+from shared.tenants.voices import UNSET, Unset, VoiceRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +136,54 @@ class TenantStore(Protocol):
     def usage_between(self, tenant_id: str, start: date, end: date) -> Sequence[DailyUsage]:
         """Daily totals of the UTC days ``start`` to ``end``, both included, oldest first (days
         without jobs are left out); ``NotFound`` for an unknown tenant."""
+        ...
+
+    def create_voice(
+        self,
+        tenant_id: str,
+        *,
+        name: str,
+        engine: str,
+        language: str | None = None,
+        description: str | None = None,
+        reference_object_key: str | None = None,
+        latents_object_key: str | None = None,
+        version: str | None = None,
+    ) -> VoiceRecord:
+        """A new voice with a server-drawn id (a minted version unless one is given), within
+        the tenant's ``max_voices`` atomically across workers: ``QuotaExceeded`` at the limit.
+        ``InvalidInput`` before any query; ``NotFound`` for an unknown tenant, ``Unauthorized``
+        for a disabled one."""
+        ...
+
+    def list_voices(self, tenant_id: str) -> Sequence[VoiceRecord]:
+        """The tenant's voices, oldest first; ``NotFound`` for an unknown tenant."""
+        ...
+
+    def get_voice(self, tenant_id: str, voice_id: str) -> VoiceRecord:
+        """``VoiceNotFound`` when the tenant has no voice with this id."""
+        ...
+
+    def update_voice(
+        self,
+        tenant_id: str,
+        voice_id: str,
+        *,
+        name: str | Unset = UNSET,
+        description: str | Unset | None = UNSET,
+        language: str | Unset | None = UNSET,
+        reference_object_key: str | Unset | None = UNSET,
+        latents_object_key: str | Unset | None = UNSET,
+        version: str | Unset = UNSET,
+    ) -> VoiceRecord:
+        """Change only the fields given (None clears an optional one) and bump ``updated_at``;
+        nothing given returns the voice as it is. New latents without a version mint one.
+        ``InvalidInput`` before any query; ``VoiceNotFound`` as ``get_voice``."""
+        ...
+
+    def delete_voice(self, tenant_id: str, voice_id: str) -> VoiceRecord:
+        """Remove the voice and return it, so the caller can delete its objects;
+        ``VoiceNotFound`` as ``get_voice``."""
         ...
 
     def close(self) -> None: ...

@@ -1,8 +1,9 @@
 """The embedded tenant store: one SQLite file, shared by the local web app, the CLI and a local
-RunPod run, with the same behaviour as the Supabase store (limits, quotas, usage logs).
+RunPod run, with the same behaviour as the Supabase store (limits, quotas, usage logs, voices).
 
 WAL mode lets those processes read and write it at once; ``BEGIN IMMEDIATE`` makes each
-authorization one atomic step across processes, as the Postgres RPC is across workers.
+authorization, and each voice creation within ``max_voices``, one atomic step across
+processes, as the Postgres RPCs are across workers.
 """
 
 from __future__ import annotations
@@ -27,6 +28,16 @@ from shared.tenants.decisions import (
     rate_limited,
 )
 from shared.tenants.keys import digests_match, new_api_key, parse_api_key
+from shared.tenants.voices import (
+    UNSET,
+    Unset,
+    VoiceRecord,
+    is_voice_id,
+    new_voice,
+    voice_changes,
+    voice_limit_reached,
+    voice_not_found,
+)
 from shared.tenants.windows import (
     HOUR_S,
     KEPT_S,
@@ -42,7 +53,7 @@ from shared.tenants.windows import (
 # files made before it was set) have every table rebuilt on open, keeping the columns both
 # definitions share: SQLite cannot ALTER a constraint. A new column needs a default, or a source
 # in _DERIVED_COLUMNS.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: voices
 _TABLES = {
     "tenants": """
         CREATE TABLE {name} (
@@ -57,6 +68,22 @@ _TABLES = {
             max_voices INTEGER DEFAULT 10,
             created_at TEXT NOT NULL,
             updated_at TEXT NOT NULL
+        )""",
+    # Cloned voices; the primary key also serves counting and listing one tenant's voices.
+    "voices": """
+        CREATE TABLE {name} (
+            tenant_id TEXT NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+            voice_id TEXT NOT NULL,
+            name TEXT NOT NULL,
+            engine TEXT NOT NULL,
+            language TEXT,
+            description TEXT,
+            version TEXT NOT NULL,
+            reference_object_key TEXT,
+            latents_object_key TEXT,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            PRIMARY KEY (tenant_id, voice_id)
         )""",
     # One row per allowed request in the last hour: the sliding windows' log.
     "request_log": """
@@ -107,6 +134,10 @@ _DROPPED_TABLES = ("rate_windows",)
 _COLUMNS = (
     "id, name, active, key_prefix, created_at,"
     " monthly_char_quota, requests_per_minute, requests_per_hour, max_voices"
+)
+_VOICE_COLUMNS = (
+    "tenant_id, voice_id, name, engine, language, description, version, reference_object_key,"
+    " latents_object_key, created_at, updated_at"
 )
 _REJECTED = "invalid or disabled API key"
 _USAGE_COLUMNS = (
@@ -282,6 +313,133 @@ class SqliteTenantStore:
             for row in rows
         ]
 
+    def create_voice(
+        self,
+        tenant_id: str,
+        *,
+        name: str,
+        engine: str,
+        language: str | None = None,
+        description: str | None = None,
+        reference_object_key: str | None = None,
+        latents_object_key: str | None = None,
+        version: str | None = None,
+    ) -> VoiceRecord:
+        voice = new_voice(
+            name=name,
+            engine=engine,
+            language=language,
+            description=description,
+            reference_object_key=reference_object_key,
+            latents_object_key=latents_object_key,
+            version=version,
+        )
+        now = self._now()
+        # Count and insert under one write lock: no other process can add a voice in between.
+        with self._transaction(immediate=True) as db:
+            row = db.execute(
+                f"SELECT {_COLUMNS} FROM tenants WHERE id = ?", (tenant_id,)
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"no tenant with id {tenant_id}")
+            max_voices = _active(_tenant(row)).limits.max_voices
+            if max_voices is not None:
+                (count,) = db.execute(
+                    "SELECT count(*) FROM voices WHERE tenant_id = ?", (tenant_id,)
+                ).fetchone()
+                if count >= max_voices:
+                    raise voice_limit_reached(int(count), max_voices)
+            created = db.execute(
+                f"INSERT INTO voices ({_VOICE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                f" RETURNING {_VOICE_COLUMNS}",
+                (
+                    tenant_id,
+                    voice.voice_id,
+                    voice.name,
+                    voice.engine,
+                    voice.language,
+                    voice.description,
+                    voice.version,
+                    voice.reference_object_key,
+                    voice.latents_object_key,
+                    now,
+                    now,
+                ),
+            ).fetchone()
+        return _voice(created)
+
+    def list_voices(self, tenant_id: str) -> Sequence[VoiceRecord]:
+        with self._transaction(immediate=False) as db:
+            if db.execute("SELECT 1 FROM tenants WHERE id = ?", (tenant_id,)).fetchone() is None:
+                raise NotFound(f"no tenant with id {tenant_id}")
+            rows = db.execute(
+                f"SELECT {_VOICE_COLUMNS} FROM voices WHERE tenant_id = ?"
+                " ORDER BY created_at, rowid",
+                (tenant_id,),
+            ).fetchall()
+        return [_voice(row) for row in rows]
+
+    def get_voice(self, tenant_id: str, voice_id: str) -> VoiceRecord:
+        if not is_voice_id(voice_id):
+            raise voice_not_found()
+        with self._transaction(immediate=False) as db:
+            row = db.execute(
+                f"SELECT {_VOICE_COLUMNS} FROM voices WHERE tenant_id = ? AND voice_id = ?",
+                (tenant_id, voice_id),
+            ).fetchone()
+        if row is None:
+            raise voice_not_found()
+        return _voice(row)
+
+    def update_voice(
+        self,
+        tenant_id: str,
+        voice_id: str,
+        *,
+        name: str | Unset = UNSET,
+        description: str | Unset | None = UNSET,
+        language: str | Unset | None = UNSET,
+        reference_object_key: str | Unset | None = UNSET,
+        latents_object_key: str | Unset | None = UNSET,
+        version: str | Unset = UNSET,
+    ) -> VoiceRecord:
+        changes = voice_changes(
+            name=name,
+            description=description,
+            language=language,
+            reference_object_key=reference_object_key,
+            latents_object_key=latents_object_key,
+            version=version,
+        )
+        if not changes:
+            return self.get_voice(tenant_id, voice_id)
+        if not is_voice_id(voice_id):
+            raise voice_not_found()
+        # Column names come from voice_changes' fixed set, never from the caller.
+        assignments = ", ".join(f"{column} = ?" for column in changes)
+        with self._transaction(immediate=True) as db:
+            row = db.execute(
+                f"UPDATE voices SET {assignments}, updated_at = ?"
+                f" WHERE tenant_id = ? AND voice_id = ? RETURNING {_VOICE_COLUMNS}",
+                (*changes.values(), self._now(), tenant_id, voice_id),
+            ).fetchone()
+        if row is None:
+            raise voice_not_found()
+        return _voice(row)
+
+    def delete_voice(self, tenant_id: str, voice_id: str) -> VoiceRecord:
+        if not is_voice_id(voice_id):
+            raise voice_not_found()
+        with self._transaction(immediate=True) as db:
+            row = db.execute(
+                f"DELETE FROM voices WHERE tenant_id = ? AND voice_id = ?"
+                f" RETURNING {_VOICE_COLUMNS}",
+                (tenant_id, voice_id),
+            ).fetchone()
+        if row is None:
+            raise voice_not_found()
+        return _voice(row)
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
@@ -453,6 +611,26 @@ def _tenant(row: tuple[object, ...]) -> Tenant:
             max_voices=_optional_int(row[8]),
         ),
     )
+
+
+def _voice(row: tuple[object, ...]) -> VoiceRecord:
+    return VoiceRecord(
+        tenant_id=str(row[0]),
+        voice_id=str(row[1]),
+        name=str(row[2]),
+        engine=str(row[3]),
+        language=_optional_str(row[4]),
+        description=_optional_str(row[5]),
+        version=str(row[6]),
+        reference_object_key=_optional_str(row[7]),
+        latents_object_key=_optional_str(row[8]),
+        created_at=datetime.fromisoformat(str(row[9])),
+        updated_at=datetime.fromisoformat(str(row[10])),
+    )
+
+
+def _optional_str(value: object) -> str | None:
+    return None if value is None else str(value)
 
 
 def _optional_int(value: object) -> int | None:

@@ -2,8 +2,10 @@
 
 Every worker shares one database, so the rate windows and the monthly quota hold across workers:
 ``authorize`` is a single RPC (``authorize_tenant``, see ``supabase/migrations/``) that locks
-the tenant's row, checks and records in one transaction. ``authenticate`` answers from an
-in-process cache first (hits and misses alike), so a warm job pays no round trip.
+the tenant's row, checks and records in one transaction. ``create_voice`` is one RPC too
+(``create_voice``): it locks the same row, counts the tenant's voices and inserts, so
+``max_voices`` holds across workers. ``authenticate`` answers from an in-process cache first
+(hits and misses alike), so a warm job pays no round trip.
 
 Failure policy: if the database cannot be reached, a tenant this process has recently
 authenticated keeps working (limits unchecked, a warning logged) and any other fails closed with
@@ -44,12 +46,26 @@ from shared.tenants.decisions import (
     rate_limited,
 )
 from shared.tenants.keys import ParsedKey, digests_match, new_api_key, parse_api_key
+from shared.tenants.voices import (
+    UNSET,
+    Unset,
+    VoiceRecord,
+    is_voice_id,
+    new_voice,
+    voice_changes,
+    voice_limit_reached,
+    voice_not_found,
+)
 
 _log = logging.getLogger(__name__)
 
 _TENANT_COLUMNS = (
     "id, name, active, key_prefix, created_at, monthly_char_quota, requests_per_minute,"
     " requests_per_hour, max_voices"
+)
+_VOICE_COLUMNS = (
+    "tenant_id, voice_id, name, engine, language, description, version, reference_object_key,"
+    " latents_object_key, created_at, updated_at"
 )
 _REJECTED = "invalid or disabled API key"
 # Failures that pass. PostgREST's "cannot reach the database" codes (connection, pool timeout,
@@ -254,6 +270,112 @@ class SupabaseTenantStore:
         )
         return _daily(self._run(query))
 
+    def create_voice(
+        self,
+        tenant_id: str,
+        *,
+        name: str,
+        engine: str,
+        language: str | None = None,
+        description: str | None = None,
+        reference_object_key: str | None = None,
+        latents_object_key: str | None = None,
+        version: str | None = None,
+    ) -> VoiceRecord:
+        voice = new_voice(
+            name=name,
+            engine=engine,
+            language=language,
+            description=description,
+            reference_object_key=reference_object_key,
+            latents_object_key=latents_object_key,
+            version=version,
+        )
+        params = {f"p_{column}": value for column, value in asdict(voice).items()}
+        result = _mapping(
+            self._run(
+                self._client.rpc("create_voice", {"p_tenant_id": _tenant_uuid(tenant_id), **params})
+            )
+        )
+        decision = result.get("decision")
+        if decision == "created":
+            return _voice(_mapping(result.get("voice")))
+        if decision == "unknown_tenant":
+            raise NotFound(f"no tenant with id {tenant_id}")
+        if decision == "inactive":
+            raise Unauthorized(_REJECTED)
+        if decision == "limit_reached":
+            raise voice_limit_reached(int(result["voices"]), int(result["max_voices"]))
+        raise InternalError(f"create_voice returned an unknown decision {decision!r}")
+
+    def list_voices(self, tenant_id: str) -> Sequence[VoiceRecord]:
+        # One round trip: the tenant's row with its voices embedded (through voices' foreign
+        # key), so an unknown tenant is told apart from one with no voices.
+        rows = self._run(
+            self._client.table("tenants")
+            .select(f"id, voices({_VOICE_COLUMNS})")
+            .eq("id", _tenant_uuid(tenant_id))
+            .order("created_at", foreign_table="voices")
+            .order("voice_id", foreign_table="voices")
+            .limit(1)
+        )
+        if not rows:
+            raise NotFound(f"no tenant with id {tenant_id}")
+        return [_voice(row) for row in rows[0]["voices"]]
+
+    def get_voice(self, tenant_id: str, voice_id: str) -> VoiceRecord:
+        tenant_uuid = _voice_owner(tenant_id, voice_id)
+        rows = self._run(
+            self._client.table("voices")
+            .select(_VOICE_COLUMNS)
+            .eq("tenant_id", tenant_uuid)
+            .eq("voice_id", voice_id)
+            .limit(1)
+        )
+        return _only_voice(rows)
+
+    def update_voice(
+        self,
+        tenant_id: str,
+        voice_id: str,
+        *,
+        name: str | Unset = UNSET,
+        description: str | Unset | None = UNSET,
+        language: str | Unset | None = UNSET,
+        reference_object_key: str | Unset | None = UNSET,
+        latents_object_key: str | Unset | None = UNSET,
+        version: str | Unset = UNSET,
+    ) -> VoiceRecord:
+        changes = voice_changes(
+            name=name,
+            description=description,
+            language=language,
+            reference_object_key=reference_object_key,
+            latents_object_key=latents_object_key,
+            version=version,
+        )
+        if not changes:
+            return self.get_voice(tenant_id, voice_id)
+        tenant_uuid = _voice_owner(tenant_id, voice_id)
+        # updated_at is set by the table's trigger, on the database's clock like created_at.
+        rows = self._run(
+            self._client.table("voices")
+            .update(changes)
+            .eq("tenant_id", tenant_uuid)
+            .eq("voice_id", voice_id)
+        )
+        return _only_voice(rows)
+
+    def delete_voice(self, tenant_id: str, voice_id: str) -> VoiceRecord:
+        tenant_uuid = _voice_owner(tenant_id, voice_id)
+        rows = self._run(
+            self._client.table("voices")
+            .delete()
+            .eq("tenant_id", tenant_uuid)
+            .eq("voice_id", voice_id)
+        )
+        return _only_voice(rows)
+
     def close(self) -> None:
         self._forget_keys()
         self._client.postgrest.aclose()
@@ -349,6 +471,40 @@ def _tenant_uuid(tenant_id: str) -> str:
         return str(uuid.UUID(tenant_id))
     except ValueError as exc:
         raise NotFound(f"no tenant with id {tenant_id}") from exc
+
+
+def _voice_owner(tenant_id: str, voice_id: str) -> str:
+    """The tenant id in canonical form, for a voice id the server could have drawn; anything
+    else names no voice, with the answer a missing voice gets."""
+    try:
+        tenant_uuid = str(uuid.UUID(tenant_id))
+    except ValueError as exc:
+        raise voice_not_found() from exc
+    if not is_voice_id(voice_id):
+        raise voice_not_found()
+    return tenant_uuid
+
+
+def _only_voice(rows: Sequence[Mapping[str, Any]]) -> VoiceRecord:
+    if not rows:
+        raise voice_not_found()
+    return _voice(rows[0])
+
+
+def _voice(row: Mapping[str, Any]) -> VoiceRecord:
+    return VoiceRecord(
+        tenant_id=str(row["tenant_id"]),
+        voice_id=str(row["voice_id"]),
+        name=str(row["name"]),
+        engine=str(row["engine"]),
+        language=row["language"],
+        description=row["description"],
+        version=str(row["version"]),
+        reference_object_key=row["reference_object_key"],
+        latents_object_key=row["latents_object_key"],
+        created_at=datetime.fromisoformat(str(row["created_at"])),
+        updated_at=datetime.fromisoformat(str(row["updated_at"])),
+    )
 
 
 def _mapping(value: object) -> Mapping[str, Any]:
