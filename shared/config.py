@@ -135,6 +135,20 @@ class Settings(BaseSettings):
         description="Also send to 127.0.0.0/8 and ::1 (local development); never private ranges.",
     )
 
+    # --- cloned voices ------------------------------------------------------------------------
+    voice_fetch_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=60,
+        description="Fetching a reference by URL: per phase (connect, TLS, each read); "
+        "the whole fetch, redirects included, gets 3 times this.",
+    )
+    voice_fetch_allow_http: bool = Field(
+        False,
+        description="Plain http and loopback hosts, for local development only; "
+        "private ranges stay refused.",
+    )
+
     @property
     def cors_origin_list(self) -> list[str]:
         return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]

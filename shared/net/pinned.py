@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import base64
 import ssl
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from typing import Any
 
 import httpx
 
@@ -20,6 +21,8 @@ from shared.net.errors import DestinationRefused, SendFailed
 from shared.net.resolve import Resolver, resolve_public, system_resolver
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+
+Trace = Callable[[str, dict[str, Any]], None]
 
 
 def check_http_url(url: str) -> httpx.URL:
@@ -56,15 +59,19 @@ def open_pinned(
     *,
     timeout_s: float,
     json: object = None,
+    headers: Mapping[str, str] | None = None,
     allow_loopback: bool = False,
     resolve: Resolver = system_resolver,
     verify: ssl.SSLContext | bool = True,
+    trace: Trace | None = None,
 ) -> Iterator[httpx.Response]:
     """Send one request and yield its response, body unread (read what you need, bounded).
 
     Redirects come back as responses, never followed: their target was never checked. The
     addresses are tried in the resolver's order until one accepts the connection.
-    ``timeout_s`` bounds each phase (connect, TLS, each read), as httpx timeouts do.
+    ``timeout_s`` bounds each phase (connect, TLS, each read), as httpx timeouts do. ``trace``
+    is httpcore's trace hook (events such as ``connection.connect_tcp.complete``), for a caller
+    that must reach the connection itself.
     """
     target = check_http_url(url)
     host = target.raw_host.decode("ascii")
@@ -76,7 +83,9 @@ def open_pinned(
     # transport per request, because httpcore pools connections by (scheme, IP, port): a shared
     # pool could hand this request a TLS connection verified for another name.
     with httpx.HTTPTransport(verify=verify) as transport:
-        response = _send_to_first_reachable(transport, method, target, addresses, json, timeout_s)
+        response = _send_to_first_reachable(
+            transport, method, target, addresses, json, headers or {}, timeout_s, trace
+        )
         try:
             yield response
         finally:
@@ -89,12 +98,16 @@ def _send_to_first_reachable(
     target: httpx.URL,
     addresses: list[IPAddress],
     json: object,
+    extra_headers: Mapping[str, str],
     timeout_s: float,
+    trace: Trace | None,
 ) -> httpx.Response:
     extensions: dict[str, object] = {"timeout": httpx.Timeout(timeout_s).as_dict()}
     if target.scheme == "https":
         extensions["sni_hostname"] = target.raw_host.decode("ascii")
-    headers = {"Host": target.netloc.decode("ascii")}
+    if trace is not None:
+        extensions["trace"] = trace
+    headers = {**extra_headers, "Host": target.netloc.decode("ascii")}
     if target.userinfo:  # a transport drops the URL's credentials; a Client would send them so
         pair = f"{target.username}:{target.password}".encode()
         headers["Authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")
