@@ -29,6 +29,13 @@ class ErrorCode(StrEnum):
     QUEUE_FULL = "queue_full"
     INVALID_CONFIG = "invalid_config"
     ENGINE_UNAVAILABLE = "engine_unavailable"
+    # Reference audio a tenant sends to clone a voice (shared/voices/reference.py).
+    REFERENCE_TOO_LARGE = "reference_too_large"
+    REFERENCE_UNREADABLE = "reference_unreadable"
+    REFERENCE_TOO_SHORT = "reference_too_short"
+    REFERENCE_TOO_LONG = "reference_too_long"
+    REFERENCE_SILENT = "reference_silent"
+    REFERENCE_CLIPPED = "reference_clipped"
     INTERNAL = "internal"
 
 
@@ -135,6 +142,40 @@ class InvalidConfig(TTSError):
 
 class EngineUnavailable(TTSError):
     code = ErrorCode.ENGINE_UNAVAILABLE
+
+
+class ReferenceTooLarge(TTSError):
+    """Reference audio above the byte limit, refused before any decoding."""
+
+    code = ErrorCode.REFERENCE_TOO_LARGE
+
+
+class ReferenceUnreadable(TTSError):
+    """Not audio, not a supported format or codec, no audio stream, or damaged part way."""
+
+    code = ErrorCode.REFERENCE_UNREADABLE
+
+
+class ReferenceTooShort(TTSError):
+    code = ErrorCode.REFERENCE_TOO_SHORT
+
+
+class ReferenceTooLong(TTSError):
+    """Longer than the limit; ``decoded_s`` is how much was decoded before decoding stopped."""
+
+    code = ErrorCode.REFERENCE_TOO_LONG
+
+    def __init__(self, message: str, decoded_s: float) -> None:
+        super().__init__(message)
+        self.decoded_s = decoded_s
+
+
+class ReferenceSilent(TTSError):
+    code = ErrorCode.REFERENCE_SILENT
+
+
+class ReferenceClipped(TTSError):
+    code = ErrorCode.REFERENCE_CLIPPED
 
 
 class InternalError(TTSError):

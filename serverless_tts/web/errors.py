@@ -61,6 +61,17 @@ _RUNPOD_STATUS = {
     ErrorCode.QUEUE_FULL: 503,
     ErrorCode.ENGINE_UNAVAILABLE: 503,
     ErrorCode.REQUEST_TOO_LARGE: 413,
+    ErrorCode.REFERENCE_TOO_LARGE: 413,
+    **dict.fromkeys(
+        (
+            ErrorCode.REFERENCE_UNREADABLE,
+            ErrorCode.REFERENCE_TOO_SHORT,
+            ErrorCode.REFERENCE_TOO_LONG,
+            ErrorCode.REFERENCE_SILENT,
+            ErrorCode.REFERENCE_CLIPPED,
+        ),
+        422,
+    ),
 }
 
 # Native v1: 400 for a request that is malformed, 422 for one that is well formed but cannot
@@ -73,6 +84,13 @@ _V1_STATUS = {
     ErrorCode.UNSUPPORTED_FORMAT: 422,
     ErrorCode.UNSUPPORTED_LANGUAGE: 422,
     ErrorCode.RESULT_TOO_LARGE: 422,
+    # A cloned voice's reference audio: well formed requests, audio that cannot be used.
+    ErrorCode.REFERENCE_UNREADABLE: 422,
+    ErrorCode.REFERENCE_TOO_SHORT: 422,
+    ErrorCode.REFERENCE_TOO_LONG: 422,
+    ErrorCode.REFERENCE_SILENT: 422,
+    ErrorCode.REFERENCE_CLIPPED: 422,
+    ErrorCode.REFERENCE_TOO_LARGE: 413,
     ErrorCode.UNAUTHORIZED: 401,
     ErrorCode.QUOTA_EXCEEDED: 403,
     ErrorCode.VOICE_NOT_FOUND: 404,
@@ -93,7 +111,9 @@ _OPENAI_STATUS = {
     ErrorCode.VOICE_NOT_FOUND: 400,
     ErrorCode.UNAUTHORIZED: 401,
     ErrorCode.NOT_FOUND: 404,
+    ErrorCode.CONFLICT: 409,
     ErrorCode.REQUEST_TOO_LARGE: 413,
+    ErrorCode.REFERENCE_TOO_LARGE: 413,
     ErrorCode.RATE_LIMITED: 429,
     ErrorCode.QUOTA_EXCEEDED: 429,
     ErrorCode.AUTH_UNAVAILABLE: 503,
@@ -105,6 +125,7 @@ _OPENAI_TYPE = {
     400: "invalid_request_error",
     401: "authentication_error",
     404: "not_found_error",
+    409: "conflict_error",
     413: "invalid_request_error",
     429: "rate_limit_error",
 }
