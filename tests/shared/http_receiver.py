@@ -78,13 +78,23 @@ def receiver(
 
     server = ThreadingHTTPServer((host, 0), Handler)
     state = Receiver(port=int(server.server_address[1]))
+    with serving(server, tls=tls, sni_names=state.sni_names):
+        yield state
+
+
+@contextmanager
+def serving(
+    server: ThreadingHTTPServer, *, tls: ssl.SSLContext | None, sni_names: list[str]
+) -> Iterator[None]:
+    """``server`` answering on its own thread until the block ends; with ``tls``, over TLS,
+    recording the SNI name each handshake asked for in ``sni_names``."""
     if tls is not None:
-        tls.sni_callback = lambda _sock, name, _ctx: state.sni_names.append(name)  # type: ignore[assignment]
+        tls.sni_callback = lambda _sock, name, _ctx: sni_names.append(name)  # type: ignore[assignment]
         server.socket = tls.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield state
+        yield
     finally:
         server.shutdown()
         server.server_close()

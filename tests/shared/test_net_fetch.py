@@ -27,6 +27,7 @@ from shared.net import (
     fetch_bounded,
     system_resolver,
 )
+from tests.shared.http_receiver import serving
 from tests.shared.tls import certificate
 
 AUDIO = b"RIFF" + bytes(range(256)) * 40  # the bytes only travel; nothing decodes them
@@ -74,17 +75,8 @@ def site(routes: dict[str, Route], *, tls: ssl.SSLContext | None = None) -> Iter
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     state = Site(port=int(server.server_address[1]))
-    if tls is not None:
-        tls.sni_callback = lambda _sock, name, _ctx: state.sni_names.append(name)  # type: ignore[assignment]
-        server.socket = tls.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(server, tls=tls, sni_names=state.sni_names):
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
 
 
 def body(
