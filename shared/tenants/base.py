@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Protocol
 
-from shared.tenants.voices import UNSET, Unset, VoiceRecord
+from shared.tenants.voices import VoiceChanges, VoiceFields, VoiceRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,18 +138,7 @@ class TenantStore(Protocol):
         without jobs are left out); ``NotFound`` for an unknown tenant."""
         ...
 
-    def create_voice(
-        self,
-        tenant_id: str,
-        *,
-        name: str,
-        engine: str,
-        language: str | None = None,
-        description: str | None = None,
-        reference_object_key: str | None = None,
-        latents_object_key: str | None = None,
-        version: str | None = None,
-    ) -> VoiceRecord:
+    def create_voice(self, tenant_id: str, voice: VoiceFields) -> VoiceRecord:
         """A new voice with a server-drawn id (a minted version unless one is given), within
         the tenant's ``max_voices`` atomically across workers: ``QuotaExceeded`` at the limit.
         ``InvalidInput`` before any query; ``NotFound`` for an unknown tenant, ``Unauthorized``
@@ -164,18 +153,7 @@ class TenantStore(Protocol):
         """``VoiceNotFound`` when the tenant has no voice with this id."""
         ...
 
-    def update_voice(
-        self,
-        tenant_id: str,
-        voice_id: str,
-        *,
-        name: str | Unset = UNSET,
-        description: str | Unset | None = UNSET,
-        language: str | Unset | None = UNSET,
-        reference_object_key: str | Unset | None = UNSET,
-        latents_object_key: str | Unset | None = UNSET,
-        version: str | Unset = UNSET,
-    ) -> VoiceRecord:
+    def update_voice(self, tenant_id: str, voice_id: str, changes: VoiceChanges) -> VoiceRecord:
         """Change only the fields given (None clears an optional one) and bump ``updated_at``;
         nothing given returns the voice as it is. New latents without a version mint one.
         ``InvalidInput`` before any query; ``VoiceNotFound`` as ``get_voice``."""

@@ -18,6 +18,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from shared.errors import AuthUnavailable, InternalError, NotFound, Unauthorized
+from shared.tenants import voices
 from shared.tenants.base import DailyUsage, IssuedKey, Tenant, TenantLimits, UsageRecord
 from shared.tenants.cache import TtlCache
 from shared.tenants.decisions import (
@@ -28,16 +29,7 @@ from shared.tenants.decisions import (
     rate_limited,
 )
 from shared.tenants.keys import digests_match, new_api_key, parse_api_key
-from shared.tenants.voices import (
-    UNSET,
-    Unset,
-    VoiceRecord,
-    is_voice_id,
-    new_voice,
-    voice_changes,
-    voice_limit_reached,
-    voice_not_found,
-)
+from shared.tenants.voices import VoiceChanges, VoiceFields, VoiceRecord
 from shared.tenants.windows import (
     HOUR_S,
     KEPT_S,
@@ -135,10 +127,7 @@ _COLUMNS = (
     "id, name, active, key_prefix, created_at,"
     " monthly_char_quota, requests_per_minute, requests_per_hour, max_voices"
 )
-_VOICE_COLUMNS = (
-    "tenant_id, voice_id, name, engine, language, description, version, reference_object_key,"
-    " latents_object_key, created_at, updated_at"
-)
+_VOICE_COLUMNS = ", ".join(voices.VOICE_COLUMNS)
 _REJECTED = "invalid or disabled API key"
 _USAGE_COLUMNS = (
     "tenant_id, job_id, request_id, action, input_chars, audio_bytes, audio_seconds, latency_ms,"
@@ -202,12 +191,10 @@ class SqliteTenantStore:
         check_chars(chars)
         now = self._clock()
         with self._transaction(immediate=True) as db:
-            row = db.execute(
-                f"SELECT {_COLUMNS} FROM tenants WHERE id = ?", (tenant_id,)
-            ).fetchone()
-            if row is None:
+            found = _tenant_by_id(db, tenant_id)
+            if found is None:
                 raise Unauthorized(_REJECTED)
-            tenant = _active(_tenant(row))
+            tenant = _active(found)
             _charge(db, tenant, chars, now)
         return tenant
 
@@ -260,12 +247,10 @@ class SqliteTenantStore:
 
     def get_tenant(self, tenant_id: str) -> Tenant:
         with self._transaction(immediate=False) as db:
-            row = db.execute(
-                f"SELECT {_COLUMNS} FROM tenants WHERE id = ?", (tenant_id,)
-            ).fetchone()
-        if row is None:
+            tenant = _tenant_by_id(db, tenant_id)
+        if tenant is None:
             raise NotFound(f"no tenant with id {tenant_id}")
-        return _tenant(row)
+        return tenant
 
     def write_usage(self, rows: Sequence[UsageRecord]) -> None:
         if not rows:
@@ -313,58 +298,27 @@ class SqliteTenantStore:
             for row in rows
         ]
 
-    def create_voice(
-        self,
-        tenant_id: str,
-        *,
-        name: str,
-        engine: str,
-        language: str | None = None,
-        description: str | None = None,
-        reference_object_key: str | None = None,
-        latents_object_key: str | None = None,
-        version: str | None = None,
-    ) -> VoiceRecord:
-        voice = new_voice(
-            name=name,
-            engine=engine,
-            language=language,
-            description=description,
-            reference_object_key=reference_object_key,
-            latents_object_key=latents_object_key,
-            version=version,
-        )
+    def create_voice(self, tenant_id: str, voice: VoiceFields) -> VoiceRecord:
+        columns = voices.new_voice_columns(voice)
         now = self._now()
         # Count and insert under one write lock: no other process can add a voice in between.
         with self._transaction(immediate=True) as db:
-            row = db.execute(
-                f"SELECT {_COLUMNS} FROM tenants WHERE id = ?", (tenant_id,)
-            ).fetchone()
-            if row is None:
+            tenant = _tenant_by_id(db, tenant_id)
+            if tenant is None:
                 raise NotFound(f"no tenant with id {tenant_id}")
-            max_voices = _active(_tenant(row)).limits.max_voices
+            max_voices = _active(tenant).limits.max_voices
             if max_voices is not None:
                 (count,) = db.execute(
                     "SELECT count(*) FROM voices WHERE tenant_id = ?", (tenant_id,)
                 ).fetchone()
                 if count >= max_voices:
-                    raise voice_limit_reached(int(count), max_voices)
+                    raise voices.voice_limit_reached(int(count), max_voices)
+            values = {"tenant_id": tenant_id, **columns, "created_at": now, "updated_at": now}
+            # Column names come from new_voice_columns' fixed set, never from the caller.
             created = db.execute(
-                f"INSERT INTO voices ({_VOICE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                f"INSERT INTO voices ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})"
                 f" RETURNING {_VOICE_COLUMNS}",
-                (
-                    tenant_id,
-                    voice.voice_id,
-                    voice.name,
-                    voice.engine,
-                    voice.language,
-                    voice.description,
-                    voice.version,
-                    voice.reference_object_key,
-                    voice.latents_object_key,
-                    now,
-                    now,
-                ),
+                tuple(values.values()),
             ).fetchone()
         return _voice(created)
 
@@ -380,65 +334,26 @@ class SqliteTenantStore:
         return [_voice(row) for row in rows]
 
     def get_voice(self, tenant_id: str, voice_id: str) -> VoiceRecord:
-        if not is_voice_id(voice_id):
-            raise voice_not_found()
-        with self._transaction(immediate=False) as db:
-            row = db.execute(
-                f"SELECT {_VOICE_COLUMNS} FROM voices WHERE tenant_id = ? AND voice_id = ?",
-                (tenant_id, voice_id),
-            ).fetchone()
-        if row is None:
-            raise voice_not_found()
-        return _voice(row)
-
-    def update_voice(
-        self,
-        tenant_id: str,
-        voice_id: str,
-        *,
-        name: str | Unset = UNSET,
-        description: str | Unset | None = UNSET,
-        language: str | Unset | None = UNSET,
-        reference_object_key: str | Unset | None = UNSET,
-        latents_object_key: str | Unset | None = UNSET,
-        version: str | Unset = UNSET,
-    ) -> VoiceRecord:
-        changes = voice_changes(
-            name=name,
-            description=description,
-            language=language,
-            reference_object_key=reference_object_key,
-            latents_object_key=latents_object_key,
-            version=version,
+        return self._on_voice(
+            tenant_id, voice_id, f"SELECT {_VOICE_COLUMNS} FROM voices", write=False
         )
-        if not changes:
+
+    def update_voice(self, tenant_id: str, voice_id: str, changes: VoiceChanges) -> VoiceRecord:
+        columns = voices.changed_columns(changes)
+        if not columns:
             return self.get_voice(tenant_id, voice_id)
-        if not is_voice_id(voice_id):
-            raise voice_not_found()
-        # Column names come from voice_changes' fixed set, never from the caller.
-        assignments = ", ".join(f"{column} = ?" for column in changes)
-        with self._transaction(immediate=True) as db:
-            row = db.execute(
-                f"UPDATE voices SET {assignments}, updated_at = ?"
-                f" WHERE tenant_id = ? AND voice_id = ? RETURNING {_VOICE_COLUMNS}",
-                (*changes.values(), self._now(), tenant_id, voice_id),
-            ).fetchone()
-        if row is None:
-            raise voice_not_found()
-        return _voice(row)
+        # Column names come from changed_columns' fixed set, never from the caller.
+        assignments = ", ".join(f"{column} = ?" for column in columns)
+        return self._on_voice(
+            tenant_id,
+            voice_id,
+            f"UPDATE voices SET {assignments}, updated_at = ?",
+            (*columns.values(), self._now()),
+            write=True,
+        )
 
     def delete_voice(self, tenant_id: str, voice_id: str) -> VoiceRecord:
-        if not is_voice_id(voice_id):
-            raise voice_not_found()
-        with self._transaction(immediate=True) as db:
-            row = db.execute(
-                f"DELETE FROM voices WHERE tenant_id = ? AND voice_id = ?"
-                f" RETURNING {_VOICE_COLUMNS}",
-                (tenant_id, voice_id),
-            ).fetchone()
-        if row is None:
-            raise voice_not_found()
-        return _voice(row)
+        return self._on_voice(tenant_id, voice_id, "DELETE FROM voices", write=True)
 
     def close(self) -> None:
         with self._lock:
@@ -464,6 +379,30 @@ class SqliteTenantStore:
                 raise AuthUnavailable(f"the tenant database is unavailable ({exc})") from exc
             except sqlite3.Error as exc:
                 raise InternalError(f"the tenant database refused the change ({exc})") from exc
+
+    def _on_voice(
+        self,
+        tenant_id: str,
+        voice_id: str,
+        statement: str,
+        params: tuple[object, ...] = (),
+        *,
+        write: bool,
+    ) -> VoiceRecord:
+        """``statement`` (a SELECT, UPDATE or DELETE on voices) narrowed in the statement itself
+        to this tenant's voice: the voice it reads or leaves (a write returns its row), else
+        ``VoiceNotFound``; at once, without a query, for ids no voice could have."""
+        if not voices.is_voice_id(voice_id):
+            raise voices.voice_not_found()
+        returning = f" RETURNING {_VOICE_COLUMNS}" if write else ""
+        with self._transaction(immediate=write) as db:
+            row = db.execute(
+                f"{statement} WHERE tenant_id = ? AND voice_id = ?{returning}",
+                (*params, tenant_id, voice_id),
+            ).fetchone()
+        if row is None:
+            raise voices.voice_not_found()
+        return _voice(row)
 
     def _update(self, tenant_id: str, assignments: str, params: tuple[object, ...]) -> None:
         with self._transaction(immediate=True) as db:
@@ -597,6 +536,11 @@ def _window_retry_after_s(
     return None if row is None else retry_after_s(int(row[0]), length_s, now_us)
 
 
+def _tenant_by_id(db: sqlite3.Connection, tenant_id: str) -> Tenant | None:
+    row = db.execute(f"SELECT {_COLUMNS} FROM tenants WHERE id = ?", (tenant_id,)).fetchone()
+    return None if row is None else _tenant(row)
+
+
 def _tenant(row: tuple[object, ...]) -> Tenant:
     return Tenant(
         id=str(row[0]),
@@ -614,23 +558,7 @@ def _tenant(row: tuple[object, ...]) -> Tenant:
 
 
 def _voice(row: tuple[object, ...]) -> VoiceRecord:
-    return VoiceRecord(
-        tenant_id=str(row[0]),
-        voice_id=str(row[1]),
-        name=str(row[2]),
-        engine=str(row[3]),
-        language=_optional_str(row[4]),
-        description=_optional_str(row[5]),
-        version=str(row[6]),
-        reference_object_key=_optional_str(row[7]),
-        latents_object_key=_optional_str(row[8]),
-        created_at=datetime.fromisoformat(str(row[9])),
-        updated_at=datetime.fromisoformat(str(row[10])),
-    )
-
-
-def _optional_str(value: object) -> str | None:
-    return None if value is None else str(value)
+    return voices.voice_record(dict(zip(voices.VOICE_COLUMNS, row, strict=True)))
 
 
 def _optional_int(value: object) -> int | None:

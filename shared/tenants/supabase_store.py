@@ -36,6 +36,7 @@ from shared.errors import (
     TTSError,
     Unauthorized,
 )
+from shared.tenants import voices
 from shared.tenants.base import DailyUsage, IssuedKey, Tenant, TenantLimits, UsageRecord
 from shared.tenants.cache import TtlCache
 from shared.tenants.decisions import (
@@ -46,16 +47,7 @@ from shared.tenants.decisions import (
     rate_limited,
 )
 from shared.tenants.keys import ParsedKey, digests_match, new_api_key, parse_api_key
-from shared.tenants.voices import (
-    UNSET,
-    Unset,
-    VoiceRecord,
-    is_voice_id,
-    new_voice,
-    voice_changes,
-    voice_limit_reached,
-    voice_not_found,
-)
+from shared.tenants.voices import VoiceChanges, VoiceFields, VoiceRecord
 
 _log = logging.getLogger(__name__)
 
@@ -63,10 +55,7 @@ _TENANT_COLUMNS = (
     "id, name, active, key_prefix, created_at, monthly_char_quota, requests_per_minute,"
     " requests_per_hour, max_voices"
 )
-_VOICE_COLUMNS = (
-    "tenant_id, voice_id, name, engine, language, description, version, reference_object_key,"
-    " latents_object_key, created_at, updated_at"
-)
+_VOICE_COLUMNS = ", ".join(voices.VOICE_COLUMNS)
 _REJECTED = "invalid or disabled API key"
 # Failures that pass. PostgREST's "cannot reach the database" codes (connection, pool timeout,
 # schema cache not loaded); what a proxy in front of it says when PostgREST itself is down; and
@@ -270,28 +259,9 @@ class SupabaseTenantStore:
         )
         return _daily(self._run(query))
 
-    def create_voice(
-        self,
-        tenant_id: str,
-        *,
-        name: str,
-        engine: str,
-        language: str | None = None,
-        description: str | None = None,
-        reference_object_key: str | None = None,
-        latents_object_key: str | None = None,
-        version: str | None = None,
-    ) -> VoiceRecord:
-        voice = new_voice(
-            name=name,
-            engine=engine,
-            language=language,
-            description=description,
-            reference_object_key=reference_object_key,
-            latents_object_key=latents_object_key,
-            version=version,
-        )
-        params = {f"p_{column}": value for column, value in asdict(voice).items()}
+    def create_voice(self, tenant_id: str, voice: VoiceFields) -> VoiceRecord:
+        columns = voices.new_voice_columns(voice)
+        params = {f"p_{column}": value for column, value in columns.items()}
         result = _mapping(
             self._run(
                 self._client.rpc("create_voice", {"p_tenant_id": _tenant_uuid(tenant_id), **params})
@@ -299,13 +269,13 @@ class SupabaseTenantStore:
         )
         decision = result.get("decision")
         if decision == "created":
-            return _voice(_mapping(result.get("voice")))
+            return voices.voice_record(_mapping(result.get("voice")))
         if decision == "unknown_tenant":
             raise NotFound(f"no tenant with id {tenant_id}")
         if decision == "inactive":
             raise Unauthorized(_REJECTED)
         if decision == "limit_reached":
-            raise voice_limit_reached(int(result["voices"]), int(result["max_voices"]))
+            raise voices.voice_limit_reached(int(result["voices"]), int(result["max_voices"]))
         raise InternalError(f"create_voice returned an unknown decision {decision!r}")
 
     def list_voices(self, tenant_id: str) -> Sequence[VoiceRecord]:
@@ -321,60 +291,22 @@ class SupabaseTenantStore:
         )
         if not rows:
             raise NotFound(f"no tenant with id {tenant_id}")
-        return [_voice(row) for row in rows[0]["voices"]]
+        return [voices.voice_record(row) for row in rows[0]["voices"]]
 
     def get_voice(self, tenant_id: str, voice_id: str) -> VoiceRecord:
-        tenant_uuid = _voice_owner(tenant_id, voice_id)
-        rows = self._run(
-            self._client.table("voices")
-            .select(_VOICE_COLUMNS)
-            .eq("tenant_id", tenant_uuid)
-            .eq("voice_id", voice_id)
-            .limit(1)
+        return self._on_voice(
+            tenant_id, voice_id, lambda table: table.select(_VOICE_COLUMNS).limit(1)
         )
-        return _only_voice(rows)
 
-    def update_voice(
-        self,
-        tenant_id: str,
-        voice_id: str,
-        *,
-        name: str | Unset = UNSET,
-        description: str | Unset | None = UNSET,
-        language: str | Unset | None = UNSET,
-        reference_object_key: str | Unset | None = UNSET,
-        latents_object_key: str | Unset | None = UNSET,
-        version: str | Unset = UNSET,
-    ) -> VoiceRecord:
-        changes = voice_changes(
-            name=name,
-            description=description,
-            language=language,
-            reference_object_key=reference_object_key,
-            latents_object_key=latents_object_key,
-            version=version,
-        )
-        if not changes:
+    def update_voice(self, tenant_id: str, voice_id: str, changes: VoiceChanges) -> VoiceRecord:
+        columns = voices.changed_columns(changes)
+        if not columns:
             return self.get_voice(tenant_id, voice_id)
-        tenant_uuid = _voice_owner(tenant_id, voice_id)
         # updated_at is set by the table's trigger, on the database's clock like created_at.
-        rows = self._run(
-            self._client.table("voices")
-            .update(changes)
-            .eq("tenant_id", tenant_uuid)
-            .eq("voice_id", voice_id)
-        )
-        return _only_voice(rows)
+        return self._on_voice(tenant_id, voice_id, lambda table: table.update(columns))
 
     def delete_voice(self, tenant_id: str, voice_id: str) -> VoiceRecord:
-        tenant_uuid = _voice_owner(tenant_id, voice_id)
-        rows = self._run(
-            self._client.table("voices")
-            .delete()
-            .eq("tenant_id", tenant_uuid)
-            .eq("voice_id", voice_id)
-        )
-        return _only_voice(rows)
+        return self._on_voice(tenant_id, voice_id, lambda table: table.delete())
 
     def close(self) -> None:
         self._forget_keys()
@@ -439,6 +371,24 @@ class SupabaseTenantStore:
         self._rejected.clear()
         self._authenticated.clear()
 
+    def _on_voice(
+        self, tenant_id: str, voice_id: str, request: Callable[[Any], Any]
+    ) -> VoiceRecord:
+        """``request`` (a select, update or delete on the voices table), narrowed in the query
+        itself to this tenant's voice: the voice it returns, else ``VoiceNotFound``; at once,
+        without a query, for ids no voice could have."""
+        try:
+            tenant_uuid = str(uuid.UUID(tenant_id))
+        except ValueError as exc:
+            raise voices.voice_not_found() from exc
+        if not voices.is_voice_id(voice_id):
+            raise voices.voice_not_found()
+        query = request(self._client.table("voices"))
+        rows = self._run(query.eq("tenant_id", tenant_uuid).eq("voice_id", voice_id))
+        if not rows:
+            raise voices.voice_not_found()
+        return voices.voice_record(rows[0])
+
     def _run(self, query: Any) -> Any:
         """Execute one PostgREST request; its errors become ours, once, here."""
         try:
@@ -471,40 +421,6 @@ def _tenant_uuid(tenant_id: str) -> str:
         return str(uuid.UUID(tenant_id))
     except ValueError as exc:
         raise NotFound(f"no tenant with id {tenant_id}") from exc
-
-
-def _voice_owner(tenant_id: str, voice_id: str) -> str:
-    """The tenant id in canonical form, for a voice id the server could have drawn; anything
-    else names no voice, with the answer a missing voice gets."""
-    try:
-        tenant_uuid = str(uuid.UUID(tenant_id))
-    except ValueError as exc:
-        raise voice_not_found() from exc
-    if not is_voice_id(voice_id):
-        raise voice_not_found()
-    return tenant_uuid
-
-
-def _only_voice(rows: Sequence[Mapping[str, Any]]) -> VoiceRecord:
-    if not rows:
-        raise voice_not_found()
-    return _voice(rows[0])
-
-
-def _voice(row: Mapping[str, Any]) -> VoiceRecord:
-    return VoiceRecord(
-        tenant_id=str(row["tenant_id"]),
-        voice_id=str(row["voice_id"]),
-        name=str(row["name"]),
-        engine=str(row["engine"]),
-        language=row["language"],
-        description=row["description"],
-        version=str(row["version"]),
-        reference_object_key=row["reference_object_key"],
-        latents_object_key=row["latents_object_key"],
-        created_at=datetime.fromisoformat(str(row["created_at"])),
-        updated_at=datetime.fromisoformat(str(row["updated_at"])),
-    )
 
 
 def _mapping(value: object) -> Mapping[str, Any]:

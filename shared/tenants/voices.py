@@ -17,10 +17,12 @@ from __future__ import annotations
 import re
 import secrets
 import unicodedata
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, fields
 from datetime import datetime
 from enum import Enum
-from typing import Final
+from functools import partial
+from typing import Any, Final
 
 from shared.errors import InvalidInput, QuotaExceeded, VoiceNotFound
 
@@ -61,8 +63,12 @@ class VoiceRecord:
     updated_at: datetime
 
 
+# The voices table's columns in both stores: one per record field, in the same order.
+VOICE_COLUMNS: Final = tuple(field.name for field in fields(VoiceRecord))
+
+
 class Unset(Enum):
-    """An argument not given, where None means "clear it"."""
+    """A field not given, where None means "clear it"."""
 
     UNSET = "unset"
 
@@ -70,84 +76,74 @@ class Unset(Enum):
 UNSET: Final = Unset.UNSET
 
 
-@dataclass(frozen=True, slots=True)
-class NewVoice:
-    """A voice to insert, checked, with its id and version drawn: what both stores write."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VoiceFields:
+    """What a caller sets on a new voice; the id is always drawn, and the version minted unless
+    given (the module's version rule)."""
 
-    voice_id: str
     name: str
     engine: str
-    language: str | None
-    description: str | None
-    version: str
-    reference_object_key: str | None
-    latents_object_key: str | None
+    language: str | None = None
+    description: str | None = None
+    reference_object_key: str | None = None
+    latents_object_key: str | None = None
+    version: str | None = None
 
 
-def new_voice(
-    *,
-    name: str,
-    engine: str,
-    language: str | None = None,
-    description: str | None = None,
-    reference_object_key: str | None = None,
-    latents_object_key: str | None = None,
-    version: str | None = None,
-) -> NewVoice:
-    """``InvalidInput`` for anything out of bounds; a fresh id, and a version unless given."""
-    _check_name(name)
-    if not _ENGINE.fullmatch(engine):
-        raise InvalidInput("an engine name is 1-32 lowercase letters, digits, '_' or '-'")
-    _check_language(language)
-    _check_description(description)
-    _check_object_key("reference_object_key", reference_object_key)
-    _check_object_key("latents_object_key", latents_object_key)
-    if version is not None:
-        _check_version(version)
-    return NewVoice(
-        voice_id=f"v_{secrets.token_hex(8)}",
-        name=name,
-        engine=engine,
-        language=language,
-        description=description,
-        version=version or _minted_version(),
-        reference_object_key=reference_object_key,
-        latents_object_key=latents_object_key,
-    )
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VoiceChanges:
+    """What an update sets: a field left UNSET is kept, None clears an optional one. The
+    engine is fixed at creation."""
+
+    name: str | Unset = UNSET
+    description: str | Unset | None = UNSET
+    language: str | Unset | None = UNSET
+    reference_object_key: str | Unset | None = UNSET
+    latents_object_key: str | Unset | None = UNSET
+    version: str | Unset = UNSET
 
 
-def voice_changes(
-    *,
-    name: str | Unset = UNSET,
-    description: str | Unset | None = UNSET,
-    language: str | Unset | None = UNSET,
-    reference_object_key: str | Unset | None = UNSET,
-    latents_object_key: str | Unset | None = UNSET,
-    version: str | Unset = UNSET,
-) -> dict[str, str | None]:
+def new_voice_columns(voice: VoiceFields) -> dict[str, str | None]:
+    """The columns both stores insert for a new voice, checked (``InvalidInput``), with a
+    fresh ``voice_id``, and a version unless one is given."""
+    columns = _checked(asdict(voice))
+    return {
+        "voice_id": f"v_{secrets.token_hex(8)}",
+        **columns,
+        "version": voice.version or _minted_version(),
+    }
+
+
+def changed_columns(changes: VoiceChanges) -> dict[str, str | None]:
     """The columns an update sets, checked (``InvalidInput``); empty when nothing is given.
     New latents without a version get a minted one (the module's version rule)."""
-    changes: dict[str, str | None] = {}
-    if not isinstance(name, Unset):
-        _check_name(name)
-        changes["name"] = name
-    if not isinstance(description, Unset):
-        _check_description(description)
-        changes["description"] = description
-    if not isinstance(language, Unset):
-        _check_language(language)
-        changes["language"] = language
-    if not isinstance(reference_object_key, Unset):
-        _check_object_key("reference_object_key", reference_object_key)
-        changes["reference_object_key"] = reference_object_key
-    if not isinstance(latents_object_key, Unset):
-        _check_object_key("latents_object_key", latents_object_key)
-        changes["latents_object_key"] = latents_object_key
-        changes["version"] = _minted_version()
-    if not isinstance(version, Unset):
-        _check_version(version)
-        changes["version"] = version
-    return changes
+    given = {
+        field.name: getattr(changes, field.name)
+        for field in fields(changes)
+        if getattr(changes, field.name) is not UNSET
+    }
+    columns = _checked(given)
+    if "latents_object_key" in columns:
+        columns.setdefault("version", _minted_version())
+    return columns
+
+
+def voice_record(row: Mapping[str, object]) -> VoiceRecord:
+    """A record from a voices row of either store, keyed by ``VOICE_COLUMNS``: SQLite's text
+    times and PostgREST's JSON alike."""
+    return VoiceRecord(
+        tenant_id=str(row["tenant_id"]),
+        voice_id=str(row["voice_id"]),
+        name=str(row["name"]),
+        engine=str(row["engine"]),
+        language=_optional_str(row["language"]),
+        description=_optional_str(row["description"]),
+        version=str(row["version"]),
+        reference_object_key=_optional_str(row["reference_object_key"]),
+        latents_object_key=_optional_str(row["latents_object_key"]),
+        created_at=datetime.fromisoformat(str(row["created_at"])),
+        updated_at=datetime.fromisoformat(str(row["updated_at"])),
+    )
 
 
 def is_voice_id(voice_id: str) -> bool:
@@ -170,6 +166,17 @@ def voice_limit_reached(voices: int, max_voices: int) -> QuotaExceeded:
 
 def _minted_version() -> str:
     return f"r-{secrets.token_hex(8)}"
+
+
+def _optional_str(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def _checked(columns: Mapping[str, Any]) -> dict[str, str | None]:
+    """The given columns, each checked by its rule, in the order given."""
+    for column, value in columns.items():
+        _CHECKS[column](value)
+    return dict(columns)
 
 
 def _check_name(name: str) -> None:
@@ -205,13 +212,18 @@ def _check_description(description: str | None) -> None:
         )
 
 
+def _check_engine(engine: str) -> None:
+    if not _ENGINE.fullmatch(engine):
+        raise InvalidInput("an engine name is 1-32 lowercase letters, digits, '_' or '-'")
+
+
 def _check_language(language: str | None) -> None:
     if language is not None and not _LANGUAGE.fullmatch(language):
         raise InvalidInput("a voice language is a language tag such as 'en', 'pt-BR' or 'zh-cn'")
 
 
-def _check_version(version: str) -> None:
-    if not _VERSION.fullmatch(version):
+def _check_version(version: str | None) -> None:
+    if version is not None and not _VERSION.fullmatch(version):
         raise InvalidInput("a voice version is 1-128 letters, digits, '.', '_', ':' or '-'")
 
 
@@ -223,3 +235,14 @@ def _check_object_key(field: str, key: str | None) -> None:
         raise InvalidInput(
             f"{field} must be 1-{MAX_OBJECT_KEY_BYTES} bytes of UTF-8 without control characters"
         )
+
+
+_CHECKS: Final[Mapping[str, Callable[[Any], None]]] = {
+    "name": _check_name,
+    "engine": _check_engine,
+    "language": _check_language,
+    "description": _check_description,
+    "reference_object_key": partial(_check_object_key, "reference_object_key"),
+    "latents_object_key": partial(_check_object_key, "latents_object_key"),
+    "version": _check_version,
+}
