@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,12 +19,14 @@ from shared.engines.base import Pcm, StreamingTraits, Voice
 from shared.engines.fingerprint import fingerprint
 from shared.errors import (
     EngineUnavailable,
+    InternalError,
     InvalidInput,
     TTSError,
     UnsupportedLanguage,
     VoiceNotFound,
 )
 from shared.text.limits import XTTS_LANGUAGES, xtts_char_limit
+from shared.voices.latents import VoiceLatents
 
 if TYPE_CHECKING:
     import torch
@@ -34,6 +36,12 @@ REQUIRED_FILES: tuple[str, ...] = ("config.json", "model.pth", "vocab.json")
 SPEAKERS_FILE = "speakers_xtts.pth"
 PREFERRED_DEFAULT_VOICE = "Ana Florence"
 WARMUP_TEXT = "Hello."
+# XTTS's cloning code works on 22,050 Hz audio (it resamples anything else itself, and its speaker
+# encoder resamples on to 16 kHz); references are decoded straight to it.
+REFERENCE_RATE = 22050
+# As coqui's get_conditioning_latents: at most 30 s of reference, GPT latents from 6 s chunks.
+MAX_REFERENCE_S = 30
+GPT_COND_CHUNK_S = 6
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,6 +225,57 @@ class XttsEngine:
             known = ", ".join(self._latents) or "none"
             raise VoiceNotFound(f"XTTS has no such voice; available: {known}")
         return self._builtin(voice_id, latents)
+
+    reference_rate = REFERENCE_RATE
+
+    def compute_latents(self, pcm: Pcm) -> VoiceLatents:
+        """Clone a voice from ``pcm`` (float32 mono at ``reference_rate``, e.g. from
+        ``decode_reference``): what coqui's ``get_conditioning_latents`` computes from a file,
+        from audio already in memory. Slow (a GPT and a speaker-encoder pass), so run once per
+        voice and store the result."""
+        audio = np.asarray(pcm, dtype=np.float32)
+        if audio.ndim != 1 or audio.size < REFERENCE_RATE:
+            raise InvalidInput(f"reference audio must be mono with 1 s or more, got {audio.shape}")
+        if not np.isfinite(audio).all():
+            raise InvalidInput("reference audio holds NaN or infinite samples")
+        import torch
+
+        with self._lock, torch.inference_mode():
+            try:
+                clip = torch.from_numpy(audio[: REFERENCE_RATE * MAX_REFERENCE_S].copy())
+                clip = clip.unsqueeze(0).to(self.device)
+                gpt = self._model.get_gpt_cond_latents(
+                    clip, REFERENCE_RATE, length=GPT_COND_CHUNK_S, chunk_length=GPT_COND_CHUNK_S
+                )
+                speaker = self._model.get_speaker_embedding(clip, REFERENCE_RATE)
+                return VoiceLatents(
+                    gpt_cond_latent=gpt.detach().float().cpu().numpy(),
+                    speaker_embedding=speaker.detach().float().cpu().numpy(),
+                )
+            except Exception as exc:
+                raise _inference_error(exc) from exc
+
+    def cloned_voice(
+        self, voice_id: str, *, version: str, latents: VoiceLatents, language: str | None = None
+    ) -> Voice:
+        """A cloned voice to speak with: its latents copied to the model's device once, here,
+        rather than on every segment. ``version`` is the stored latents' digest."""
+        expected = (int(self._model.args.gpt_n_model_channels), int(self._model.args.d_vector_dim))
+        got = (latents.gpt_cond_latent.shape[2], latents.speaker_embedding.shape[1])
+        if got != expected:
+            raise InternalError(
+                f"voice {voice_id} was cloned for another model: latents of {got}, this XTTS "
+                f"conditions on {expected}; clone it again"
+            )
+        import torch
+
+        with self._lock:  # self.device is stable only under the lock (to_device)
+            conditioning = _Latents(
+                torch.tensor(latents.gpt_cond_latent, device=self.device),
+                torch.tensor(latents.speaker_embedding, device=self.device),
+            )
+        # Shaped as a built-in speaker is, but versioned by its own latents, not the model.
+        return replace(self._builtin(voice_id, conditioning), version=version, language=language)
 
     def _builtin(self, name: str, latents: _Latents) -> Voice:
         # The speakers file is part of the model version, so it versions these voices too.
