@@ -35,6 +35,8 @@ from shared.errors import (
 Delivery = Literal["url", "base64", "stream"]
 RequestId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:\-]+$")]
 MAX_API_KEY_CHARS = 256
+# The speeds every engine speaks (other surfaces, e.g. OpenAI's 0.25-4.0, refuse the rest).
+MIN_SPEED, MAX_SPEED = 0.5, 2.0
 # One rule for every field, as JSON writes values: a number field takes a JSON number (an
 # integer is fine where a decimal is expected), a boolean takes true/false, a string takes a
 # string; nothing is coerced from another type ("1.5", "false" and true are refused alike).
@@ -91,7 +93,7 @@ class SpeechSettings(_Job):
 
     voice: str | None = Field(None, min_length=1, max_length=128, pattern=r"^[\w .'\-]+$")
     language: str = Field("en", pattern=r"^[a-z]{2}(-[a-z]{2})?$")
-    speed: float = Field(1.0, ge=0.5, le=2.0, allow_inf_nan=False)
+    speed: float = Field(1.0, ge=MIN_SPEED, le=MAX_SPEED, allow_inf_nan=False)
     format: AudioFormat = Field(AudioFormat.WAV, strict=False)
     sample_rate: int | None = None
 

@@ -17,7 +17,7 @@ from serverless_tts.web.errors import ParamError
 from serverless_tts.web.openai_request import OpenAIFormat, SpeechBody
 from shared.audio.formats import FORMAT_SPECS, AudioFormat
 from shared.errors import ErrorCode, TTSError
-from shared.jobs import Delivery, SpeechSettings
+from shared.jobs import MAX_SPEED, MIN_SPEED, Delivery
 
 OPENAI_MODELS = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts", "gpt-4o-mini-tts-2025-12-15")
 OPENAI_VOICES = frozenset(
@@ -58,20 +58,6 @@ JOB_FORMATS: Mapping[OpenAIFormat, JobFormat] = {
 }
 
 
-def _speed_range() -> tuple[float, float]:
-    """The job contract's speed bounds, read from it so the two never disagree."""
-    bounds = {
-        name: float(getattr(item, name))
-        for item in SpeechSettings.model_fields["speed"].metadata
-        for name in ("ge", "le")
-        if hasattr(item, name)
-    }
-    return bounds["ge"], bounds["le"]
-
-
-JOB_SPEEDS = _speed_range()
-
-
 def speech_job(
     body: SpeechBody, *, engines: Sequence[str], voice_map: Mapping[str, str]
 ) -> dict[str, Any]:
@@ -80,10 +66,10 @@ def speech_job(
     if body.model not in (*OPENAI_MODELS, *engines):
         choices = ", ".join((*OPENAI_MODELS, *engines))
         raise ParamError(f"unknown model; use one of: {choices}", "model")
-    low, high = JOB_SPEEDS
-    if not low <= body.speed <= high:
+    if not MIN_SPEED <= body.speed <= MAX_SPEED:
         raise ParamError(
-            f"speed {body.speed} is outside what this engine can speak: {low}-{high}", "speed"
+            f"speed {body.speed} is outside what this engine can speak: {MIN_SPEED}-{MAX_SPEED}",
+            "speed",
         )
     output = JOB_FORMATS[body.response_format]
     job: dict[str, Any] = {

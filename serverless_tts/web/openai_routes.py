@@ -10,8 +10,6 @@ dispatcher; the reply is the audio (streamed as it is made where the format allo
 
 from __future__ import annotations
 
-from urllib.parse import quote
-
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from starlette.responses import Response
@@ -24,8 +22,9 @@ from serverless_tts.web.bearer import bearer_credentials
 from serverless_tts.web.errors import error_reply
 from serverless_tts.web.openai_job import param_for, speech_job
 from serverless_tts.web.openai_request import OPENAPI_BODY, SpeechBody, read_speech_body
+from serverless_tts.web.v1_audio import stream_headers
 from shared.errors import InternalError, TTSError
-from shared.jobs import SpokenAs, SynthesisResult
+from shared.jobs import SynthesisResult
 from shared.worker import WorkerContext
 
 router = APIRouter()
@@ -59,7 +58,7 @@ async def create_speech(request: Request) -> Response:
         return _streamed(output, body)
     if not isinstance(output, SynthesisResult) or output.audio is None:
         raise InternalError("a base64 speech job came back without its audio")
-    headers = _spoken_headers(output)
+    headers = stream_headers(output)
     if body.stream_format == "sse":
         events = openai_sse.whole_file(output.audio, len(body.input))
         return Response(events, media_type=openai_sse.MEDIA_TYPE, headers=_SSE | headers)
@@ -67,7 +66,7 @@ async def create_speech(request: Request) -> Response:
 
 
 def _streamed(stream: AudioStream, body: SpeechBody) -> AudioStreamResponse:
-    headers = _spoken_headers(stream.info)
+    headers = stream_headers(stream.info)
     if body.stream_format == "sse":
         return AudioStreamResponse(
             stream,
@@ -77,14 +76,3 @@ def _streamed(stream: AudioStream, body: SpeechBody) -> AudioStreamResponse:
             error_frame=openai_sse.error_event,
         )
     return AudioStreamResponse(stream, media_type=stream.info.content_type, headers=headers)
-
-
-def _spoken_headers(spoken: SpokenAs) -> dict[str, str]:
-    """What made the audio, known before its first byte (``x-request-id`` is also where the
-    SDK looks for a request's id)."""
-    return {
-        "X-Request-Id": spoken.request_id,
-        "X-Engine": spoken.engine,
-        "X-Voice": quote(spoken.voice, safe=" '-._"),  # ids may hold any letter; headers not
-        "X-Sample-Rate": str(spoken.sample_rate),
-    }

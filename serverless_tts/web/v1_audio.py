@@ -1,5 +1,6 @@
-"""The headers that describe audio answered as a v1 body: what made it, and, for a whole file,
-how long it is, so a client needs no second request to learn either."""
+"""The headers that describe audio answered as a body (native v1, OpenAI-compatible): what made
+it, and, for a whole file, how long it is, so a client needs no second request to learn either.
+``X-Request-Id`` is also where the OpenAI SDK looks for a request's id."""
 
 from __future__ import annotations
 
