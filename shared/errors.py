@@ -40,13 +40,18 @@ class ErrorCode(StrEnum):
 
 
 class TTSError(Exception):
-    """Base of every user-visible failure; ``str(err)`` is ``"code: message"`` (RunPod's error)."""
+    """Base of every user-visible failure; ``str(err)`` is ``"code: message"`` (RunPod's error).
+
+    ``field`` names the one job field at fault, when there is one, so a surface can point at
+    its own name for it (OpenAI's ``param``) without reading the message.
+    """
 
     code: ClassVar[ErrorCode] = ErrorCode.INTERNAL
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.field = field
 
     def __str__(self) -> str:
         return f"{self.code.value}: {self.message}"

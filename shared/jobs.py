@@ -234,11 +234,12 @@ def _coded_error(exc: ValidationError) -> TTSError:
     message = "; ".join(parts)
     kinds = {problem["type"] for problem in problems}
     fields = {str(problem["loc"][0]) for problem in problems if problem["loc"]}
+    field = next(iter(fields)) if len(fields) == 1 else None
     if "text_too_long" in kinds:
-        return TextTooLong(message)
+        return TextTooLong(message, field=field)
     if fields & {"format", "sample_rate"} and fields <= {"format", "sample_rate"}:
-        return UnsupportedFormat(message)
-    return InvalidInput(message)
+        return UnsupportedFormat(message, field=field)
+    return InvalidInput(message, field=field)
 
 
 class StageTimings(BaseModel):

@@ -100,20 +100,22 @@ def delivery_for(job_format: AudioFormat) -> Delivery:
     return "stream" if FORMAT_SPECS[job_format].streamable else "base64"
 
 
+# Codes that are always about one OpenAI field, and the OpenAI field behind each job field
+# the contract can refuse.
 _PARAM_BY_CODE = {
     ErrorCode.TEXT_TOO_LONG: "input",
     ErrorCode.VOICE_NOT_FOUND: "voice",
     ErrorCode.UNSUPPORTED_FORMAT: "response_format",
 }
-# What else the contract refuses as invalid_input, by how its message starts: a voice id that
-# is no id ("voice: String should match pattern ..."), text with no letters or digits.
-_PARAM_BY_MESSAGE_START = {"voice": "voice", "nothing to speak": "input"}
+_PARAM_BY_FIELD = {
+    "text": "input",
+    "voice": "voice",
+    "format": "response_format",
+    "sample_rate": "response_format",
+    "speed": "speed",
+}
 
 
 def param_for(err: TTSError) -> str | None:
     """The OpenAI field a refusal of the job is about, if it is about one."""
-    if err.code in _PARAM_BY_CODE:
-        return _PARAM_BY_CODE[err.code]
-    if err.code is ErrorCode.INVALID_INPUT:
-        return _PARAM_BY_MESSAGE_START.get(err.message.partition(":")[0])
-    return None
+    return _PARAM_BY_CODE.get(err.code) or _PARAM_BY_FIELD.get(err.field or "")

@@ -51,16 +51,16 @@ def _segments(text: str, limit: int, speed: float) -> list[SpeechSegment]:
     ]
 
 
-def _require_speech(plan: list[PlanItem], what: str) -> list[PlanItem]:
+def _require_speech(plan: list[PlanItem], field: str, what: str) -> list[PlanItem]:
     if not any(isinstance(item, SpeechSegment) for item in plan):
-        raise InvalidInput(f"nothing to speak: {what}")
+        raise InvalidInput(f"nothing to speak: {what}", field=field)
     return plan
 
 
 def plan_text(text: str, *, limit: int, speed: float) -> list[PlanItem]:
     """Plan plain text: normalize, then split into segments of at most ``limit`` characters."""
     plan: list[PlanItem] = [*_segments(text, limit, _speed(speed))]
-    return _require_speech(plan, "the text has no letters or digits to speak")
+    return _require_speech(plan, "text", "the text has no letters or digits to speak")
 
 
 def plan_ssml(ssml: str, *, limit: int, speed: float) -> list[PlanItem]:
@@ -72,7 +72,7 @@ def plan_ssml(ssml: str, *, limit: int, speed: float) -> list[PlanItem]:
             plan.append(Silence(piece.seconds))
         else:
             plan.extend(_segments(piece.text, limit, _speed(base * piece.rate)))
-    return _require_speech(plan, "the SSML contains no text, only breaks or markup")
+    return _require_speech(plan, "ssml", "the SSML contains no text, only breaks or markup")
 
 
 def spoken_chars(plan: Iterable[PlanItem]) -> int:
