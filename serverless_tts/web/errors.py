@@ -132,9 +132,11 @@ _OPENAI_TYPE = {
 _OPENAI_CODE = {ErrorCode.QUOTA_EXCEEDED: "insufficient_quota"}
 
 
+_STATUS = {Surface.RUNPOD: _RUNPOD_STATUS, Surface.V1: _V1_STATUS, Surface.OPENAI: _OPENAI_STATUS}
+
+
 def status_for(err: TTSError, surface: Surface) -> int:
-    table = {Surface.RUNPOD: _RUNPOD_STATUS, Surface.V1: _V1_STATUS}.get(surface, _OPENAI_STATUS)
-    return table.get(err.code, 500)
+    return _STATUS[surface].get(err.code, 500)
 
 
 def error_body(err: TTSError, surface: Surface, *, param: str | None = None) -> dict[str, Any]:
