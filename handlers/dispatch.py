@@ -17,12 +17,11 @@ import uuid
 from collections.abc import Callable
 from dataclasses import replace
 
-from handlers import deliver, greetings
+from handlers import deliver, greetings, voices
 from handlers.health import health
 from handlers.prepare import PreparedSpeech, SpeechRequest, prepare
 from handlers.results import ms_since
 from handlers.stream import AudioStream, open_stream
-from handlers.voices import list_voices
 from shared.engines.runner import RenderCancelled
 from shared.errors import InternalError, TTSError
 from shared.jobs import (
@@ -38,16 +37,32 @@ from shared.jobs import (
     Job,
     SynthesisResult,
     SynthesizeJob,
+    VoiceDeleted,
+    VoiceEntry,
+    VoicesCreateJob,
+    VoicesDeleteJob,
+    VoicesGetJob,
     VoicesJob,
+    VoicesPreviewJob,
     VoicesResult,
+    VoicesUpdateJob,
     asked_action,
     parse_job,
 )
 from shared.telemetry import JobEvent, log_job_event, usage_record
 from shared.tenants.base import Tenant
+from shared.voices.preview import preview_text
 from shared.worker import WorkerContext
 
-JobOutput = SynthesisResult | VoicesResult | HealthResult | GreetingsWarmResult | AudioStream
+JobOutput = (
+    SynthesisResult
+    | VoicesResult
+    | VoiceEntry
+    | VoiceDeleted
+    | HealthResult
+    | GreetingsWarmResult
+    | AudioStream
+)
 Progress = Callable[[GreetingEntry], None]
 _log = logging.getLogger(__name__)
 # A stream closed by its reader before the end: not an error of the job, but not a success.
@@ -118,8 +133,19 @@ def _run(
     if isinstance(job, HealthJob):
         return health(ctx)
     if isinstance(job, VoicesJob):
-        return list_voices(ctx, tenant)
+        _charge(ctx, tenant, 0)
+        return voices.list_voices(ctx, tenant)
+    if isinstance(job, VoicesCreateJob):
+        # Charged inside, once the reference has been checked.
+        return voices.create_voice(job, ctx, voices.needs_tenant(tenant), event)
+    if isinstance(job, VoicesGetJob | VoicesUpdateJob | VoicesDeleteJob):
+        owner = voices.needs_tenant(tenant)
+        _charge(ctx, owner, 0)
+        return _VOICE_OPERATIONS[type(job)](job, ctx, owner, event)  # type: ignore[operator]
     assert event.request_id is not None
+    if isinstance(job, VoicesPreviewJob):
+        request = _preview(job, ctx, tenant)
+        return _speak(request, job.delivery, ctx, tenant, event, started, auth_ms)
     if isinstance(job, GreetingsGetJob):
         return greetings.get(job, ctx, tenant=tenant, request_id=event.request_id)
     if isinstance(job, GreetingsWarmJob):
@@ -138,21 +164,60 @@ def _run(
             greetings=entries,
         )
     assert isinstance(job, SynthesizeJob)
-    prepared = prepare(
-        SpeechRequest.of(job), ctx, tenant=tenant, request_id=event.request_id, started=started
-    )
+    return _speak(SpeechRequest.of(job), job.delivery, ctx, tenant, event, started, auth_ms)
+
+
+_VOICE_OPERATIONS = {
+    VoicesGetJob: voices.get_voice,
+    VoicesUpdateJob: voices.update_voice,
+    VoicesDeleteJob: voices.delete_voice,
+}
+
+
+def _speak(
+    request: SpeechRequest,
+    delivery: str,
+    ctx: WorkerContext,
+    tenant: Tenant | None,
+    event: JobEvent,
+    started: float,
+    auth_ms: float,
+) -> SynthesisResult | AudioStream:
+    assert event.request_id is not None
+    prepared = prepare(request, ctx, tenant=tenant, request_id=event.request_id, started=started)
     # Limits and quota are charged only for a job that is otherwise fit to run.
     charge_started = time.perf_counter()
     _charge(ctx, tenant, prepared.chars)
     prepared = replace(prepared, auth_ms=auth_ms + ms_since(charge_started))
     _describe(event, [prepared])
-    if job.delivery == "stream":
+    if delivery == "stream":
         return open_stream(prepared, ctx)
     result = deliver.synthesize(prepared, ctx)
     event.audio_s = result.duration_s
     event.audio_bytes = result.bytes
     event.cached = result.cached
     return result
+
+
+def _preview(job: VoicesPreviewJob, ctx: WorkerContext, tenant: Tenant | None) -> SpeechRequest:
+    """A preview is a synthesize job in the voice, in its own language unless the job names
+    one, saying the job's text or the language's preview sentence; cached like any other."""
+    owner = voices.needs_tenant(tenant)
+    language = job.language
+    if "language" not in job.model_fields_set:
+        engine = ctx.engines.default.engine
+        language = voices.voice_language(ctx, engine, owner, job.voice_id) or job.language
+    return SpeechRequest(
+        text=job.text or preview_text(language),
+        ssml=None,
+        voice=job.voice_id,
+        language=language,
+        speed=job.speed,
+        format=job.format,
+        sample_rate=job.sample_rate,
+        delivery=job.delivery,
+        cache=True,
+    )
 
 
 def _charge(ctx: WorkerContext, tenant: Tenant | None, chars: int) -> None:

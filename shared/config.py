@@ -136,6 +136,20 @@ class Settings(BaseSettings):
     )
 
     # --- cloned voices ------------------------------------------------------------------------
+    voice_cache_entries: int = Field(
+        64,
+        ge=1,
+        le=10_000,
+        description="Cloned voices a worker keeps ready in memory (XTTS-v2: ~130 KB each); "
+        "the least recently used is read from storage again when next asked for.",
+    )
+    voice_create_chars: int = Field(
+        0,
+        ge=0,
+        le=1_000_000,
+        description="Characters charged against the monthly quota for cloning a voice (one "
+        "GPU pass over the reference); every voice operation counts as a request either way.",
+    )
     voice_fetch_timeout_s: float = Field(
         10.0,
         gt=0,

@@ -36,6 +36,11 @@ class ErrorCode(StrEnum):
     REFERENCE_TOO_LONG = "reference_too_long"
     REFERENCE_SILENT = "reference_silent"
     REFERENCE_CLIPPED = "reference_clipped"
+    # A reference by URL that policy refuses to fetch, or that could not be fetched.
+    REFERENCE_URL_REFUSED = "reference_url_refused"
+    REFERENCE_UNREACHABLE = "reference_unreachable"
+    # What the worker's engine cannot do at all (Piper cannot clone a voice).
+    UNSUPPORTED_BY_ENGINE = "unsupported_by_engine"
     INTERNAL = "internal"
 
 
@@ -181,6 +186,24 @@ class ReferenceSilent(TTSError):
 
 class ReferenceClipped(TTSError):
     code = ErrorCode.REFERENCE_CLIPPED
+
+
+class ReferenceUrlRefused(TTSError):
+    """Not https (plain http only with the development setting), or a host that resolves to a
+    non-public address: trying again cannot help."""
+
+    code = ErrorCode.REFERENCE_URL_REFUSED
+
+
+class ReferenceUnreachable(TTSError):
+    """The reference URL's host could not be reached, timed out, redirected too often or
+    answered an error status."""
+
+    code = ErrorCode.REFERENCE_UNREACHABLE
+
+
+class UnsupportedByEngine(TTSError):
+    code = ErrorCode.UNSUPPORTED_BY_ENGINE
 
 
 class InternalError(TTSError):

@@ -26,11 +26,13 @@ from pydantic_core import PydanticCustomError
 from shared.audio.formats import SUPPORTED_SAMPLE_RATES, AudioFormat
 from shared.errors import (
     InvalidInput,
+    ReferenceTooLarge,
     TextTooLong,
     TTSError,
     Unauthorized,
     UnsupportedFormat,
 )
+from shared.tenants.voices import MAX_VOICE_DESCRIPTION_CHARS, MAX_VOICE_NAME_CHARS
 
 Delivery = Literal["url", "base64", "stream"]
 RequestId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:\-]+$")]
@@ -88,11 +90,15 @@ class _Job(BaseModel):
     request_id: RequestId | None = None
 
 
-class SpeechSettings(_Job):
-    """How to speak: shared by synthesize and greeting jobs, so both hit the same cache keys."""
+# A built-in voice's name (bare, or as listed: "builtin:<name>") or a cloned voice's id.
+VoiceId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[\w .':\-]+$")]
+Language = Annotated[str, Field(pattern=r"^[a-z]{2}(-[a-z]{2})?$")]
 
-    voice: str | None = Field(None, min_length=1, max_length=128, pattern=r"^[\w .'\-]+$")
-    language: str = Field("en", pattern=r"^[a-z]{2}(-[a-z]{2})?$")
+
+class SpeechStyle(_Job):
+    """How to speak, but not with which voice (a preview names its voice as ``voice_id``)."""
+
+    language: Language = "en"
     speed: float = Field(1.0, ge=MIN_SPEED, le=MAX_SPEED, allow_inf_nan=False)
     format: AudioFormat = Field(AudioFormat.WAV, strict=False)
     sample_rate: int | None = None
@@ -107,6 +113,12 @@ class SpeechSettings(_Job):
                 {"rates": ", ".join(str(r) for r in sorted(SUPPORTED_SAMPLE_RATES))},
             )
         return value
+
+
+class SpeechSettings(SpeechStyle):
+    """How to speak: shared by synthesize and greeting jobs, so both hit the same cache keys."""
+
+    voice: VoiceId | None = None
 
 
 class SynthesizeJob(SpeechSettings):
@@ -173,9 +185,91 @@ def _bounded(value: str | None, info: ValidationInfo, factor: int) -> str | None
 
 
 class VoicesJob(_Job):
-    """List the voices the tenant can ask for on the worker's engine."""
+    """List the voices the tenant can ask for on the worker's engine ("voices" is the older
+    name of "voices.list")."""
 
-    action: Literal["voices"]
+    action: Literal["voices", "voices.list"]
+
+
+# The most bytes of reference audio a voice is cloned from, checked before any decoding.
+MAX_REFERENCE_BYTES = 10_000_000
+# A reference's bytes as base64: 4 characters per 3 bytes, so the byte limit's worth and no more.
+MAX_REFERENCE_BASE64_CHARS = 4 * -(-MAX_REFERENCE_BYTES // 3)
+MAX_REFERENCE_URL_CHARS = 2048
+MAX_PREVIEW_CHARS = 500
+
+
+class VoicesCreateJob(_Job):
+    """Clone a voice from 3-30 s of reference speech: ``audio_base64`` or ``audio_url``, or
+    ``audio`` (raw bytes) from a transport that carries files (an HTTP upload): exactly one."""
+
+    action: Literal["voices.create"]
+    name: str = Field(min_length=1, max_length=MAX_VOICE_NAME_CHARS)
+    language: Language | None = None
+    description: str | None = Field(None, max_length=MAX_VOICE_DESCRIPTION_CHARS)
+    audio_base64: str | None = None
+    audio_url: str | None = Field(None, min_length=1, max_length=MAX_REFERENCE_URL_CHARS)
+    # Python only: JSON has no bytes, so a RunPod job can never set it.
+    audio: bytes | None = Field(None, exclude=True, repr=False)
+
+    @field_validator("audio_base64")
+    @classmethod
+    def _within_reference_bound(cls, value: str | None) -> str | None:
+        if value is not None and len(value) > MAX_REFERENCE_BASE64_CHARS:
+            raise PydanticCustomError(
+                "reference_too_large",
+                "audio_base64 holds more than the 10 MB a reference may have",
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _exactly_one_source(self) -> VoicesCreateJob:
+        given = [self.audio_base64, self.audio_url, self.audio]
+        if sum(source is not None for source in given) != 1:
+            raise PydanticCustomError(
+                "invalid_input", "give exactly one of audio_base64 or audio_url"
+            )
+        return self
+
+
+class _OneVoiceJob(_Job):
+    voice_id: VoiceId
+
+
+class VoicesGetJob(_OneVoiceJob):
+    action: Literal["voices.get"]
+
+
+class VoicesDeleteJob(_OneVoiceJob):
+    """Delete a cloned voice and its stored objects; audio cached for it is never served again."""
+
+    action: Literal["voices.delete"]
+
+
+class VoicesUpdateJob(_OneVoiceJob):
+    """Rename or describe a cloned voice, or change its language; a field left out is kept,
+    ``null`` clears ``description`` or ``language``."""
+
+    action: Literal["voices.update"]
+    name: str | None = Field(None, min_length=1, max_length=MAX_VOICE_NAME_CHARS)
+    language: Language | None = None
+    description: str | None = Field(None, max_length=MAX_VOICE_DESCRIPTION_CHARS)
+
+    @model_validator(mode="after")
+    def _name_is_kept_or_set(self) -> VoicesUpdateJob:
+        if "name" in self.model_fields_set and self.name is None:
+            raise PydanticCustomError("invalid_input", "name cannot be cleared, only changed")
+        return self
+
+
+class VoicesPreviewJob(SpeechStyle):
+    """A short sample in a voice, delivered like a synthesize result: ``text`` (by default a
+    sentence in the voice's language) spoken with ``voice_id``."""
+
+    action: Literal["voices.preview"]
+    voice_id: VoiceId
+    text: str | None = Field(None, min_length=1, max_length=MAX_PREVIEW_CHARS)
+    delivery: Delivery = "url"
 
 
 class HealthJob(_Job):
@@ -184,10 +278,17 @@ class HealthJob(_Job):
     action: Literal["health"]
 
 
-Job = SynthesizeJob | VoicesJob | HealthJob | GreetingsWarmJob | GreetingsGetJob
+VoiceJob = VoicesCreateJob | VoicesGetJob | VoicesUpdateJob | VoicesDeleteJob | VoicesPreviewJob
+Job = SynthesizeJob | VoicesJob | HealthJob | GreetingsWarmJob | GreetingsGetJob | VoiceJob
 _JOBS_BY_ACTION: dict[str, type[_Job]] = {
     "synthesize": SynthesizeJob,
     "voices": VoicesJob,
+    "voices.list": VoicesJob,
+    "voices.create": VoicesCreateJob,
+    "voices.get": VoicesGetJob,
+    "voices.update": VoicesUpdateJob,
+    "voices.delete": VoicesDeleteJob,
+    "voices.preview": VoicesPreviewJob,
     "health": HealthJob,
     "greetings.warm": GreetingsWarmJob,
     "greetings.get": GreetingsGetJob,
@@ -237,6 +338,8 @@ def _coded_error(exc: ValidationError) -> TTSError:
     field = next(iter(fields)) if len(fields) == 1 else None
     if "text_too_long" in kinds:
         return TextTooLong(message, field=field)
+    if "reference_too_large" in kinds:
+        return ReferenceTooLarge(message, field=field)
     if fields & {"format", "sample_rate"} and fields <= {"format", "sample_rate"}:
         return UnsupportedFormat(message, field=field)
     return InvalidInput(message, field=field)
@@ -325,17 +428,32 @@ class GreetingsWarmResult(BaseModel):
 
 
 class VoiceEntry(BaseModel):
+    """A voice a tenant may speak with: an engine's built-in (``builtin:<name>``, the same for
+    every tenant) or one of the tenant's cloned voices (``v_`` + 16 hex). ``version`` keys the
+    audio cache; a cloned voice that is not ``ready`` is still being created, or its creation
+    failed part way (delete it and create it again)."""
+
     id: str
     name: str
+    kind: Literal["builtin", "cloned"]
     engine: str
     version: str
     language: str | None = None
+    description: str | None = None
+    ready: bool = True
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
 
 
 class VoicesResult(BaseModel):
     engine: str
     default_voice: str
     voices: list[VoiceEntry]
+
+
+class VoiceDeleted(BaseModel):
+    id: str
+    deleted: Literal[True] = True
 
 
 class HealthResult(BaseModel):

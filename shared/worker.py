@@ -32,7 +32,7 @@ class WorkerContext:
     tenants: TenantStore
     storage: AudioStore
     usage: UsageWriter
-    voices: VoiceResolver = field(default_factory=VoiceResolver)
+    voices: VoiceResolver
     # Identical cache misses in flight at once on this worker share one synthesis.
     inflight: SingleFlight[Any] = field(default_factory=SingleFlight)
     started_at: float = field(default_factory=time.monotonic)
@@ -122,12 +122,14 @@ def build_worker(
     try:
         engines = EngineSet([engine or build_engine(settings)])
         try:
+            storage = storage or build_storage(settings)
             return WorkerContext(
                 settings=settings,
                 engines=engines,
                 tenants=tenants,
-                storage=storage or build_storage(settings),
+                storage=storage,
                 usage=UsageWriter(tenants.write_usage),
+                voices=VoiceResolver(tenants, storage, cache_entries=settings.voice_cache_entries),
             )
         except BaseException:
             engines.close()

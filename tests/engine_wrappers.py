@@ -141,3 +141,16 @@ def recording_worker(
 
     monkeypatch.setattr(runner, "submit", noting_submit)
     return worker
+
+
+def counting(monkeypatch: pytest.MonkeyPatch, target: Any, name: str) -> list[int]:
+    """Wrap ``target.name`` so each call is counted; the list's length is the count."""
+    calls: list[int] = []
+    real: Callable[..., Any] = getattr(target, name)
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(target, name, counted)
+    return calls

@@ -69,6 +69,9 @@ _RUNPOD_STATUS = {
             ErrorCode.REFERENCE_TOO_LONG,
             ErrorCode.REFERENCE_SILENT,
             ErrorCode.REFERENCE_CLIPPED,
+            ErrorCode.REFERENCE_URL_REFUSED,
+            ErrorCode.REFERENCE_UNREACHABLE,
+            ErrorCode.UNSUPPORTED_BY_ENGINE,
         ),
         422,
     ),
@@ -91,6 +94,11 @@ _V1_STATUS = {
     ErrorCode.REFERENCE_SILENT: 422,
     ErrorCode.REFERENCE_CLIPPED: 422,
     ErrorCode.REFERENCE_TOO_LARGE: 413,
+    # A reference URL we will not or could not fetch: the request names it, so it is the
+    # request's problem (the message says which), not a gateway failure of ours.
+    ErrorCode.REFERENCE_URL_REFUSED: 422,
+    ErrorCode.REFERENCE_UNREACHABLE: 422,
+    ErrorCode.UNSUPPORTED_BY_ENGINE: 422,
     ErrorCode.UNAUTHORIZED: 401,
     ErrorCode.QUOTA_EXCEEDED: 403,
     ErrorCode.VOICE_NOT_FOUND: 404,

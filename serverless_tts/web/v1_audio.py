@@ -46,4 +46,4 @@ def file_headers(result: SynthesisResult) -> dict[str, str]:
 
 def _header_text(value: str) -> str:
     # HTTP headers carry Latin-1 at most: a voice named in another script is percent-encoded.
-    return quote(value, safe=" .'-_")
+    return quote(value, safe=" .'-_:")

@@ -18,6 +18,8 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
+from shared.voices.latents import VoiceLatents
+
 Pcm = npt.NDArray[np.float32]
 
 
@@ -87,4 +89,22 @@ class Engine(Protocol):
 
     def stream(self, text: str, *, voice: Voice, language: str, speed: float) -> Iterator[Pcm]:
         """Speak one segment, yielding audio as soon as the engine has it."""
+        ...
+
+
+@runtime_checkable
+class CloningEngine(Engine, Protocol):
+    """An engine that speaks cloned voices (XTTS): it computes a voice's conditioning from
+    reference audio once, and speaks from that conditioning, never from the reference."""
+
+    reference_rate: int
+
+    def compute_latents(self, pcm: Pcm) -> VoiceLatents:
+        """The conditioning of the voice in ``pcm`` (float32 mono at ``reference_rate``)."""
+        ...
+
+    def cloned_voice(
+        self, voice_id: str, *, version: str, latents: VoiceLatents, language: str | None = None
+    ) -> Voice:
+        """A ``Voice`` to speak with, its conditioning ready on the engine's device."""
         ...

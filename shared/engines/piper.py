@@ -114,7 +114,8 @@ class PiperEngine:
     def stream(self, text: str, *, voice: Voice, language: str, speed: float) -> Iterator[Pcm]:
         # Validate before the generator starts: bad input fails at the call, not at next().
         self._check_language(language)
-        if voice.engine != self.name or voice.id != self._voice_id:
+        # By name: the id a tenant sees is "builtin:<name>" (shared.voices.resolver).
+        if voice.engine != self.name or voice.name != self._voice_id:
             raise VoiceNotFound(f"Piper has no such voice; available: {self._voice_id}")
         if not text.strip():
             raise InvalidInput("text is empty")

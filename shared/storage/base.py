@@ -1,8 +1,10 @@
 """The audio-store protocol: local disk with HMAC-signed URLs, or an S3-compatible bucket.
 
-Object keys are ``tts/{tenant_id}/{engine}/{object_id}.{ext}``: the tenant is part of every key,
-so a store can refuse to sign or read outside the caller's own prefix. A cache hash (64 hex
-characters) is a valid ``object_id``, so cached audio lives under the same layout.
+Object keys are ``tts/{tenant_id}/{engine}/{object_id}.{ext}`` for audio and
+``voices/{tenant_id}/{voice_id}/{name}.{ext}`` for a cloned voice's objects (its reference and
+latents): the tenant is part of every key, so a store can refuse to sign or read outside the
+caller's own prefix. A cache hash (64 hex characters) is a valid ``object_id``, so cached audio
+lives under the same layout.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from shared.errors import InvalidInput
 # Matched with fullmatch: "$" alone would also accept a trailing newline.
 _KEY_PATTERN = re.compile(
     r"tts/([A-Za-z0-9_-]{1,64})/([a-z0-9_-]{1,32})/([A-Za-z0-9_-]{1,128})\.([a-z0-9]{1,8})"
+    r"|voices/([A-Za-z0-9_-]{1,64})/(v_[0-9a-f]{16})/([a-z0-9_-]{1,32})\.([a-z0-9]{1,8})"
 )
 
 # A SigV4 presigned URL cannot live longer than 7 days; a minute is the shortest URL a client can
@@ -42,11 +45,23 @@ class AudioStore(Protocol):
 
     def sign(self, key: str, ttl_s: int) -> SignedUrl: ...
 
+    def delete(self, key: str) -> None:
+        """Remove the object; a key with no object is no error (a retried delete succeeds)."""
+        ...
+
 
 def object_key(tenant_id: str, engine: str, object_id: str, extension: str) -> str:
     key = f"tts/{tenant_id}/{engine}/{object_id}.{extension}"
     if _KEY_PATTERN.fullmatch(key) is None:
         raise InvalidInput("cannot build a storage key from these identifiers")
+    return key
+
+
+def voice_object_key(tenant_id: str, voice_id: str, name: str, extension: str) -> str:
+    """Where a cloned voice keeps one of its objects (``name``: reference, latents)."""
+    key = f"voices/{tenant_id}/{voice_id}/{name}.{extension}"
+    if _KEY_PATTERN.fullmatch(key) is None:
+        raise InvalidInput("cannot build a voice storage key from these identifiers")
     return key
 
 

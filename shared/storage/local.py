@@ -58,6 +58,12 @@ class LocalAudioStore:
         except OSError as exc:
             raise StorageUnavailable("could not read audio from local storage") from exc
 
+    def delete(self, key: str) -> None:
+        try:
+            self._path(key).unlink(missing_ok=True)
+        except OSError as exc:
+            raise StorageUnavailable("could not delete an object from local storage") from exc
+
     def sign(self, key: str, ttl_s: int) -> SignedUrl:
         self._path(key)  # validates the key
         check_url_ttl(ttl_s)

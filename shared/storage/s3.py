@@ -145,6 +145,14 @@ class S3AudioStore:
         except BotoCoreError as exc:
             raise _unavailable("read audio from", exc) from exc
 
+    def delete(self, key: str) -> None:
+        """S3 answers 204 for a missing key too, so a retried delete succeeds."""
+        name = self._object_name(key)
+        try:
+            self._client.delete_object(Bucket=self._bucket, Key=name)
+        except (BotoCoreError, ClientError) as exc:
+            raise _unavailable("delete an object from", exc) from exc
+
     def sign(self, key: str, ttl_s: int) -> SignedUrl:
         name = self._object_name(key)
         check_url_ttl(ttl_s)

@@ -18,6 +18,7 @@ import zipfile
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -133,10 +134,12 @@ def digest(data: bytes) -> str:
 
 
 CacheKey = tuple[str, str, str]  # (tenant id, voice id, version)
+Loaded = TypeVar("Loaded")
 
 
-class LatentsCache:
-    """Bounded, thread-safe LRU of loaded latents, so a warm worker reads each voice once.
+class LatentsCache(Generic[Loaded]):
+    """Bounded, thread-safe LRU of loaded latents (as arrays, or as the engine's ready voice),
+    so a warm worker reads each voice from storage once.
 
     Keyed by version as well as voice: a re-cloned voice gets a new version, and its old latents
     simply age out. ``get_or_load`` runs ``load`` outside the lock, so one slow storage read does
@@ -147,7 +150,7 @@ class LatentsCache:
         if max_entries < 1:
             raise InternalError(f"latents cache needs at least 1 entry, got {max_entries}")
         self.max_entries = max_entries
-        self._entries: OrderedDict[CacheKey, VoiceLatents] = OrderedDict()
+        self._entries: OrderedDict[CacheKey, Loaded] = OrderedDict()
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
@@ -156,7 +159,7 @@ class LatentsCache:
         with self._lock:
             return len(self._entries)
 
-    def get(self, key: CacheKey) -> VoiceLatents | None:
+    def get(self, key: CacheKey) -> Loaded | None:
         with self._lock:
             latents = self._entries.get(key)
             if latents is None:
@@ -166,16 +169,22 @@ class LatentsCache:
             self.hits += 1
             return latents
 
-    def put(self, key: CacheKey, latents: VoiceLatents) -> None:
+    def put(self, key: CacheKey, latents: Loaded) -> None:
         with self._lock:
             self._entries[key] = latents
             self._entries.move_to_end(key)
             while len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)
 
-    def get_or_load(self, key: CacheKey, load: Callable[[], VoiceLatents]) -> VoiceLatents:
+    def get_or_load(self, key: CacheKey, load: Callable[[], Loaded]) -> Loaded:
         latents = self.get(key)
         if latents is None:
             latents = load()
             self.put(key, latents)
         return latents
+
+    def forget(self, tenant_id: str, voice_id: str) -> None:
+        """Drop every version of a voice (it was deleted): its memory goes back at once."""
+        with self._lock:
+            for key in [key for key in self._entries if key[:2] == (tenant_id, voice_id)]:
+                del self._entries[key]

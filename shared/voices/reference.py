@@ -34,12 +34,12 @@ from shared.errors import (
     ReferenceTooShort,
     ReferenceUnreadable,
 )
+from shared.jobs import MAX_REFERENCE_BYTES
 
 # --- limits ----------------------------------------------------------------------------------
 
-# 30 s of 16-bit stereo wav at 48 kHz is 5.76 MB (24-bit: 8.64 MB), so every usable reference
-# fits, in any accepted format; the bound caps upload memory before a byte is parsed.
-MAX_REFERENCE_BYTES = 10_000_000
+# MAX_REFERENCE_BYTES (the job contract's, so it bounds a job before anything decodes): 30 s
+# of 16-bit stereo wav at 48 kHz is 5.76 MB (24-bit: 8.64 MB), so every usable reference fits.
 
 # XTTS needs a few seconds of one speaker for its speaker embedding and GPT conditioning (coqui
 # shows 6 s clips); below 3 s the clone is poor. XTTS's get_conditioning_latents cuts every

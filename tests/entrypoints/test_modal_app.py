@@ -104,7 +104,7 @@ def test_enter_hooks_load_on_the_cpu_then_start_the_worker_on_that_engine(
 def test_local_calls_run_in_process_without_the_volume(local: LocalTTS) -> None:
     with pytest.warns(UserWarning, match=NO_VOLUME):
         reply = local.tts.run_job.local({"action": "voices"}, api_key=local.key)
-    assert [voice["id"] for voice in reply["voices"]] == list(SPEAKERS)
+    assert [voice["id"] for voice in reply["voices"]] == [f"builtin:{name}" for name in SPEAKERS]
 
 
 def test_run_job_returns_base64_audio_that_ffprobe_accepts(local: LocalTTS) -> None:

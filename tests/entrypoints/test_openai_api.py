@@ -330,8 +330,9 @@ def test_openai_voice_names_map_through_the_setting(start: Start, xtts_engine: E
                 response_format="pcm",
             )
             spoken.append(reply.response.headers["x-voice"])
-    # mapped; unmapped OpenAI name: the engine's default; the engine's own id, plain or {"id"}
-    expected = [other, xtts_engine.default_voice, other, other]
+    # mapped; unmapped OpenAI name: the engine's default; the engine's own id, plain or {"id"};
+    # each named as voices.list names it
+    expected = [f"builtin:{name}" for name in (other, xtts_engine.default_voice, other, other)]
     assert spoken == expected
     assert [row["voice"] for row in usage_rows(served.ctx)] == expected
 

@@ -75,7 +75,7 @@ def test_synthesize_answers_the_file_as_the_body_with_headers_that_describe_it(
     assert headers["content-length"] == str(len(response.content))
     assert headers["content-disposition"] == f'inline; filename="speech.{extension}"'
     assert headers["x-request-id"] == "r-1"
-    assert headers["x-voice"] == served.ctx.engines.default.engine.default_voice
+    assert headers["x-voice"] == f"builtin:{served.ctx.engines.default.engine.default_voice}"
     assert headers["x-voice-version"] and headers["x-engine"] == "piper"
     assert float(headers["x-audio-duration-s"]) == pytest.approx(probe_duration_s(probe), abs=0.1)
     assert headers["x-cached"] == "false"

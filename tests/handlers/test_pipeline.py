@@ -158,12 +158,14 @@ def test_results_and_usage_rows_name_the_engine_and_voice_version_that_spoke(
 ) -> None:
     [result] = run_job({"api_key": api_key, "text": "Who spoke?", "delivery": "base64"}, worker)
     engine = worker.engines.default.engine
-    assert (result["engine"], result["voice"]) == ("piper", engine.default_voice)
+    # Named as voices.list names it: built-in voices are "builtin:<name>".
+    listed = f"builtin:{engine.default_voice}"
+    assert (result["engine"], result["voice"]) == ("piper", listed)
     assert result["voice_version"] == engine.model_version
     [row] = usage_rows(worker)
     assert (row["engine"], row["voice"], row["voice_version"]) == (
         "piper",
-        engine.default_voice,
+        listed,
         engine.model_version,
     )
 

@@ -13,7 +13,19 @@ import pytest
 
 from serverless_tts.runpod_shapes import take_credentials
 from shared.errors import ErrorCode, TTSError
-from shared.jobs import ApiKeyCredentials, Job, JobLimits, SynthesizeJob, VoicesJob, parse_job
+from shared.jobs import (
+    MAX_REFERENCE_BASE64_CHARS,
+    MAX_REFERENCE_BYTES,
+    ApiKeyCredentials,
+    Job,
+    JobLimits,
+    SynthesizeJob,
+    VoicesCreateJob,
+    VoicesJob,
+    VoicesPreviewJob,
+    VoicesUpdateJob,
+    parse_job,
+)
 
 LIMITS = JobLimits(max_text_chars=100)
 VALID: dict[str, Any] = {"api_key": "k", "text": "Hello there."}
@@ -133,3 +145,56 @@ def test_all_documented_formats_and_rates_are_accepted() -> None:
         for rate in (8000, 16000, 22050, 24000, 44100, 48000):
             job = parse_input({**VALID, "format": fmt, "sample_rate": rate}, LIMITS)
             assert isinstance(job, SynthesizeJob)
+
+
+# --- voice operations ------------------------------------------------------------------------
+
+REFERENCE = {"api_key": "k", "action": "voices.create", "name": "Front desk"}
+
+
+@pytest.mark.parametrize(
+    ("sources", "code"),
+    [
+        ({}, ErrorCode.INVALID_INPUT),
+        (
+            {"audio_base64": "UklGRg==", "audio_url": "https://a.example/r.wav"},
+            ErrorCode.INVALID_INPUT,
+        ),
+        ({"audio_base64": "A" * (MAX_REFERENCE_BASE64_CHARS + 4)}, ErrorCode.REFERENCE_TOO_LARGE),
+        ({"audio_url": "https://a.example/" + "x" * 2048}, ErrorCode.INVALID_INPUT),
+        ({"audio": "UklGRg=="}, ErrorCode.INVALID_INPUT),  # bytes never come from JSON
+    ],
+)
+def test_a_voice_is_made_from_exactly_one_bounded_source(
+    sources: dict[str, Any], code: ErrorCode
+) -> None:
+    assert code_of({**REFERENCE, **sources}) == code
+
+
+def test_the_base64_bound_is_the_reference_byte_limit() -> None:
+    at_limit = {**REFERENCE, "audio_base64": "A" * MAX_REFERENCE_BASE64_CHARS}
+    assert isinstance(parse_input(at_limit), VoicesCreateJob)
+    assert MAX_REFERENCE_BASE64_CHARS * 3 // 4 >= MAX_REFERENCE_BYTES
+
+
+def test_a_voice_update_keeps_what_it_leaves_out_and_never_clears_the_name() -> None:
+    base = {"api_key": "k", "action": "voices.update", "voice_id": "v_0123456789abcdef"}
+    job = parse_input({**base, "description": None})
+    assert isinstance(job, VoicesUpdateJob) and job.model_fields_set == {
+        "action",
+        "voice_id",
+        "description",
+    }
+    assert code_of({**base, "name": None}) == ErrorCode.INVALID_INPUT
+
+
+def test_a_preview_names_its_voice_as_voice_id_only() -> None:
+    base = {"api_key": "k", "action": "voices.preview", "voice_id": "builtin:Ana Florence"}
+    assert isinstance(parse_input(base), VoicesPreviewJob)
+    assert code_of({**base, "voice": "other"}) == ErrorCode.INVALID_INPUT
+    assert code_of({**base, "text": "x" * 501}) == ErrorCode.INVALID_INPUT
+
+
+@pytest.mark.parametrize("action", ["voices", "voices.list"])
+def test_both_names_of_the_voice_listing_parse_alike(action: str) -> None:
+    assert isinstance(parse_input({"api_key": "k", "action": action}), VoicesJob)

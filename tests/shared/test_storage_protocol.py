@@ -15,6 +15,7 @@ from shared.storage.base import (
     AudioStore,
     is_valid_key,
     object_key,
+    voice_object_key,
 )
 from shared.storage.local import LocalAudioStore
 
@@ -31,7 +32,12 @@ BAD_KEYS = [
     "tts/tenant1/piper/a b.mp3",
     "tts/tenant1/piper/abc.mp3\n",
     "prod/tts/tenant1/piper/abc.mp3",  # a store adds its own prefix; callers never do
+    "voices/tenant1/v_0123456789abcdef/../latents.npz",
+    "voices/tenant1/not-a-voice-id/latents.npz",
+    "voices/tenant1/v_0123456789abcdef/Latents.npz",
+    "voices/tenant1/v_0123456789abcdef.npz",
 ]
+VOICE_KEY = voice_object_key("tenant1", "v_0123456789abcdef", "latents", "npz")
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -71,6 +77,23 @@ def test_keys_outside_the_layout_are_refused_by_every_method(store: AudioStore, 
         store.get(key)
     with pytest.raises(InvalidInput):
         store.sign(key, 600)
+    with pytest.raises(InvalidInput):
+        store.delete(key)
+
+
+def test_delete_removes_the_object_and_a_second_delete_is_no_error(store: AudioStore) -> None:
+    store.put(KEY, b"x", "audio/mpeg")
+    store.put(VOICE_KEY, b"latents", "application/octet-stream")
+    store.delete(VOICE_KEY)
+    assert store.get(VOICE_KEY) is None
+    store.delete(VOICE_KEY)
+    assert store.get(KEY) == b"x"  # only the one object went
+
+
+def test_voice_objects_live_under_their_tenant_and_voice(store: AudioStore) -> None:
+    store.put(VOICE_KEY, b"mine", "application/octet-stream")
+    assert store.get(VOICE_KEY) == b"mine"
+    assert store.get(voice_object_key("tenant2", "v_0123456789abcdef", "latents", "npz")) is None
 
 
 @pytest.mark.parametrize("ttl_s", [MIN_URL_TTL_S - 1, MAX_URL_TTL_S + 1, 0, -60, True, 600.5])
@@ -107,3 +130,6 @@ def test_object_key_refuses_identifiers_that_would_escape_the_layout() -> None:
     ]:
         with pytest.raises(InvalidInput):
             object_key(tenant, engine, object_id, ext)
+    for tenant, voice_id in [("..", "v_0123456789abcdef"), ("tenant1", "../v_0123456789abcdef")]:
+        with pytest.raises(InvalidInput):
+            voice_object_key(tenant, voice_id, "latents", "npz")

@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 import pickle
 import zipfile
-from collections.abc import Callable
 from typing import Any, cast
 
 import numpy as np
@@ -21,6 +20,7 @@ from shared.engines.xtts import XttsEngine
 from shared.errors import InternalError, InvalidInput
 from shared.voices.latents import LatentsCache, VoiceLatents, digest, from_bytes, to_bytes
 from shared.voices.reference import decode_reference
+from tests.engine_wrappers import counting
 
 SPEECH = (
     "A cloned voice is computed once, when the voice is created, and every later request "
@@ -47,19 +47,6 @@ def xtts(xtts_engine: Engine) -> XttsEngine:
 @pytest.fixture(scope="module")
 def latents(xtts_engine: Engine, reference_pcm: np.ndarray) -> VoiceLatents:
     return cast(XttsEngine, xtts_engine).compute_latents(reference_pcm)
-
-
-def counting(monkeypatch: pytest.MonkeyPatch, target: Any, name: str) -> list[int]:
-    """Wrap ``target.name`` so each call is counted; the list's length is the count."""
-    calls: list[int] = []
-    real: Callable[..., Any] = getattr(target, name)
-
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        calls.append(1)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(target, name, counted)
-    return calls
 
 
 def test_latents_have_the_shapes_of_the_checkpoints_own_speakers(
