@@ -18,7 +18,14 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.middleware.cors import CORSMiddleware
 
 from handlers.health import health
-from serverless_tts.web import audio_route, openai_routes, runpod_routes, v1_routes, ws_route
+from serverless_tts.web import (
+    audio_route,
+    openai_routes,
+    runpod_routes,
+    v1_routes,
+    v1_voices,
+    ws_route,
+)
 from serverless_tts.web.body_limit import BodyLimit
 from serverless_tts.web.errors import install_error_handlers
 from serverless_tts.web.job_queue import JobQueue
@@ -55,18 +62,19 @@ def create_app(
             worker.close()
 
     app = FastAPI(title="serverless-tts", lifespan=lifespan)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, routes=v1_voices.BODY_BOUNDS)
     if settings.cors_origin_list:  # off unless origins are configured
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origin_list,
-            allow_methods=["GET", "POST"],
+            allow_methods=["GET", "POST", "PATCH", "DELETE"],
             allow_headers=["Authorization", "Content-Type"],
             expose_headers=list(AUDIO_HEADERS),
         )
     install_error_handlers(app)
     app.include_router(runpod_routes.router)
     app.include_router(v1_routes.router)
+    app.include_router(v1_voices.router)
     app.include_router(ws_route.router)
     app.include_router(openai_routes.router)
     app.include_router(audio_route.router)

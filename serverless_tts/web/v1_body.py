@@ -13,8 +13,8 @@ from shared.jobs import Delivery
 # Fields of a raw job that the route sets, never the client: each with what to do instead.
 _ROUTE_FIELDS = {
     "api_key": "the key goes in the Authorization header (Authorization: Bearer KEY)",
-    "delivery": "the route chooses the delivery: /v1/synthesize answers audio (streamed"
-    ' with "stream": true), /v1/synthesize-url a signed URL',
+    "delivery": "the route chooses the delivery: audio as the body (streamed with"
+    ' "stream": true), or /v1/synthesize-url for a signed URL',
     "action": "each route runs one kind of job",
 }
 

@@ -2,25 +2,26 @@
 
 - ``POST /v1/synthesize``: the audio as the body, or chunked as it is made (``"stream": true``);
 - ``POST /v1/synthesize-url``: a signed URL to the audio, with the job's result;
-- ``GET /v1/voices``, ``GET /v1/health``;
+- ``GET /v1/health``;
 - ``GET /v1/tenant/usage``: the calling tenant's own daily usage;
 - ``POST /v1/ssml/validate``: what a job would make of an SSML document, free of charge.
 
-Routes parse, hand the job to the dispatcher and shape its result; refusals are ``TTSError``s,
-which the app renders as ``{"error": {"code", "message"}}`` with the v1 statuses.
+The voice routes (``/v1/voices...``) are ``v1_voices``'s, on the same helpers. Routes parse,
+hand the job to the dispatcher and shape its result; refusals are ``TTSError``s, which the app
+renders as ``{"error": {"code", "message"}}`` with the v1 statuses.
 """
 
 from __future__ import annotations
 
 import base64
 from datetime import UTC, date, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response, Security
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPBearer
 
-from handlers.dispatch import authenticate, dispatch
+from handlers.dispatch import JobOutput, authenticate, dispatch
 from handlers.health import health
 from handlers.stream import AudioStream
 from serverless_tts.web.audio_response import AudioStreamResponse
@@ -41,19 +42,19 @@ from serverless_tts.web.v1_models import (
 )
 from serverless_tts.web.v1_ssml import check_ssml
 from serverless_tts.web.v1_usage import usage_range, usage_report
-from shared.jobs import HealthResult, SynthesisResult, VoicesResult
+from shared.jobs import HealthResult, SynthesisResult
 from shared.worker import WorkerContext
 
 router = APIRouter(prefix="/v1", tags=["v1"])
 # Documents the key for the OpenAPI document (and Swagger's Authorize button) only: it refuses
 # nothing itself, so every missing or bad key is refused alike, by the dispatcher.
-_KEY = [Security(HTTPBearer(auto_error=False, description="A tenant API key."))]
+KEY = [Security(HTTPBearer(auto_error=False, description="A tenant API key."))]
 
 # Refusals every keyed route can give: a bad key, an unreachable tenant database, a failure.
-_KEYED = (401, 500, 503)
+KEYED = (401, 500, 503)
 # And those of a synthesize job: malformed, out of quota, unknown voice, cannot be spoken as
 # asked, over a rate window, a body over TTS_MAX_BODY_BYTES.
-_SPEECH = (*_KEYED, 400, 403, 404, 413, 422, 429)
+SPEECH = (*KEYED, 400, 403, 404, 413, 422, 429)
 
 
 def _worker(request: Request) -> WorkerContext:
@@ -61,19 +62,14 @@ def _worker(request: Request) -> WorkerContext:
     return worker
 
 
-@router.post(
-    "/synthesize",
-    response_class=Response,
-    dependencies=_KEY,
-    responses={**audio_responses(), **error_responses(*_SPEECH)},
-    openapi_extra=request_body(SynthesizeBody),
-)
-async def synthesize(request: Request) -> Response:
-    """Speak the text: the whole file as the body, or with ``"stream": true`` chunked audio as
-    the engine makes it (the first bytes come after the first sentence, not the last)."""
-    stream, body = take_stream(await read_json_object(request))
-    job = speech_job(body, "stream" if stream else "base64")
-    output = await run_in_threadpool(dispatch, job, bearer_credentials(request), _worker(request))
+async def run_job(request: Request, job: dict[str, Any]) -> JobOutput:
+    """``job`` through the dispatcher, off the event loop, with the request's Bearer key."""
+    return await run_in_threadpool(dispatch, job, bearer_credentials(request), _worker(request))
+
+
+def audio_reply(output: JobOutput) -> Response:
+    """A speech job's audio as the body: chunked for a stream, else the whole file, each with
+    the headers that describe it."""
     if isinstance(output, AudioStream):
         info = output.info
         return AudioStreamResponse(
@@ -84,30 +80,34 @@ async def synthesize(request: Request) -> Response:
 
 
 @router.post(
+    "/synthesize",
+    response_class=Response,
+    dependencies=KEY,
+    responses={**audio_responses(), **error_responses(*SPEECH)},
+    openapi_extra=request_body(SynthesizeBody),
+)
+async def synthesize(request: Request) -> Response:
+    """Speak the text: the whole file as the body, or with ``"stream": true`` chunked audio as
+    the engine makes it (the first bytes come after the first sentence, not the last)."""
+    stream, body = take_stream(await read_json_object(request))
+    return audio_reply(await run_job(request, speech_job(body, "stream" if stream else "base64")))
+
+
+@router.post(
     "/synthesize-url",
     response_model=SynthesisUrlReply,
     response_model_exclude_none=True,
-    dependencies=_KEY,
-    responses=error_responses(*_SPEECH),
+    dependencies=KEY,
+    responses=error_responses(*SPEECH),
     openapi_extra=request_body(SpeechBody),
 )
 async def synthesize_url(request: Request) -> SynthesisUrlReply:
     """Speak the text into storage: a signed URL (valid until ``expires_at``) and the result."""
-    job = speech_job(await read_json_object(request), "url")
-    output = await run_in_threadpool(dispatch, job, bearer_credentials(request), _worker(request))
+    output = await run_job(request, speech_job(await read_json_object(request), "url"))
     assert isinstance(output, SynthesisResult)
     # Storage failed and the audio came back inline (the result's warning says so).
     inline = None if output.audio is None else base64.b64encode(output.audio).decode("ascii")
     return SynthesisUrlReply(**output.model_dump(), audio_base64=inline)
-
-
-@router.get("/voices", dependencies=_KEY, responses=error_responses(*_KEYED))
-async def voices(request: Request) -> VoicesResult:
-    """The voices the calling tenant may ask for on this worker's engine."""
-    job = {"action": "voices"}
-    output = await run_in_threadpool(dispatch, job, bearer_credentials(request), _worker(request))
-    assert isinstance(output, VoicesResult)
-    return output
 
 
 @router.get("/health")
@@ -116,7 +116,7 @@ async def health_route(request: Request) -> HealthResult:
     return health(_worker(request))
 
 
-@router.get("/tenant/usage", dependencies=_KEY, responses=error_responses(*_KEYED, 400))
+@router.get("/tenant/usage", dependencies=KEY, responses=error_responses(*KEYED, 400))
 async def tenant_usage(
     request: Request,
     start_date: Annotated[date | None, Query(description="First UTC day (YYYY-MM-DD).")] = None,
@@ -134,8 +134,8 @@ async def tenant_usage(
 
 @router.post(
     "/ssml/validate",
-    dependencies=_KEY,
-    responses=error_responses(*_KEYED, 400, 413, 422),
+    dependencies=KEY,
+    responses=error_responses(*KEYED, 400, 413, 422),
     openapi_extra=request_body(SsmlBody),
 )
 async def validate_ssml(request: Request) -> SsmlCheck:
