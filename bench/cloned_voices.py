@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.http_api import timed
 from bench.job_overhead import percentiles
 from handlers.dispatch import dispatch
 from shared.audio.encode import encode
@@ -54,15 +55,6 @@ class ReplayingXtts(XttsEngine):
         return self.clip
 
 
-def ms(call: Callable[[], object], runs: int) -> list[float]:
-    times = []
-    for _ in range(runs):
-        mark = time.perf_counter()
-        call()
-        times.append((time.perf_counter() - mark) * 1000)
-    return times
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--jobs", type=int, default=200)
@@ -84,14 +76,11 @@ def main() -> None:
         key = ctx.tenants.create_tenant("bench", UNLIMITED).api_key
         credentials = ApiKeyCredentials.of(key)
         b64 = base64.b64encode(wav).decode("ascii")
-        create_ms = ms(
-            lambda: dispatch(
-                {"action": "voices.create", "name": "Bench", "audio_base64": b64},
-                credentials,
-                ctx,
-            ),
-            1,
-        )[0]
+        mark = time.perf_counter()
+        dispatch(
+            {"action": "voices.create", "name": "Bench", "audio_base64": b64}, credentials, ctx
+        )
+        create_ms = (time.perf_counter() - mark) * 1000
         voice_id = ctx.tenants.list_voices(ctx.tenants.authenticate(key).id)[0].voice_id
         reference = decode_reference(wav, target_rate=xtts.reference_rate)
 
@@ -102,17 +91,15 @@ def main() -> None:
         size = "full-size (30 x 1024)" if args.full_size else "tiny (2 x 256)"
         print(f"XTTS {size}, random weights, {args.device}; reference {reference.duration_s:.1f} s")
         print(f"voices.create (decode + latents + store): {create_ms:8.1f} ms, once per voice")
-        job(f"builtin:{xtts.default_voice}")()  # warm both paths
-        job(voice_id)()
-        builtin = ms(job(f"builtin:{xtts.default_voice}"), args.jobs)
-        warm = ms(job(voice_id), args.jobs)
+        builtin = timed(job(f"builtin:{xtts.default_voice}"), args.jobs)
+        warm = timed(job(voice_id), args.jobs)
 
         def cold() -> object:
             ctx.voices.ready.forget(ctx.tenants.authenticate(key).id, voice_id)
             return job(voice_id)()
 
-        cold_runs = ms(cold, max(args.jobs // 10, 5))
-        recompute = ms(lambda: xtts.compute_latents(reference.pcm), max(args.jobs // 20, 3))
+        cold_runs = timed(cold, max(args.jobs // 10, 5))
+        recompute = timed(lambda: xtts.compute_latents(reference.pcm), max(args.jobs // 20, 3))
         base = float(np.median(builtin))
         print(f"\njob latency with synthesis replayed, {args.jobs} jobs each")
         for label, times in (

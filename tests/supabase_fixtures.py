@@ -9,7 +9,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from pydantic import SecretStr
 
+from shared.config import Settings
 from shared.tenants.supabase_store import SupabaseTenantStore, connect_supabase
 from tests.supabase_stack import StackUnavailable, SupabaseStack
 
@@ -35,3 +37,16 @@ def supabase_tenant_store(supabase_stack: SupabaseStack) -> Iterator[SupabaseTen
     store = SupabaseTenantStore(client, cache_ttl_s=30)
     yield store
     store.close()
+
+
+def on_supabase(settings: Settings, stack: SupabaseStack, **changes: object) -> Settings:
+    """``settings`` pointed at the stack, as a worker configured for Supabase reads them."""
+    return settings.model_copy(
+        update={
+            "tenant_store": "supabase",
+            "supabase_url": stack.url,
+            "supabase_service_role_key": SecretStr(stack.service_role_key),
+            "supabase_plain_postgrest": True,
+            **changes,
+        }
+    )

@@ -59,10 +59,13 @@ class LocalAudioStore:
             raise StorageUnavailable("could not read audio from local storage") from exc
 
     def delete(self, key: str) -> None:
+        path = self._path(key)
         try:
-            self._path(key).unlink(missing_ok=True)
+            path.unlink(missing_ok=True)
         except OSError as exc:
             raise StorageUnavailable("could not delete an object from local storage") from exc
+        with contextlib.suppress(OSError):  # a deleted voice's folder goes once it is empty
+            path.parent.rmdir()
 
     def sign(self, key: str, ttl_s: int) -> SignedUrl:
         self._path(key)  # validates the key

@@ -15,7 +15,6 @@ from dataclasses import dataclass, replace
 from typing import Any, cast
 
 import pytest
-from pydantic import SecretStr
 
 from serverless_tts.runpod_shapes import run_job
 from shared.audio.encode import encode
@@ -32,6 +31,7 @@ from tests.engine_wrappers import counting
 from tests.s3_server import MotoS3, s3_client_for
 from tests.shared.test_net_fetch import body, endless, site, status
 from tests.shared.test_voice_reference import encoded, voiced
+from tests.supabase_fixtures import on_supabase
 from tests.supabase_stack import SupabaseStack
 
 SPEECH = "Thanks for calling. This is the voice our customers hear on every call, all day long."
@@ -74,14 +74,7 @@ def stack(
         supabase: SupabaseStack = request.getfixturevalue("supabase_stack")
         s3: MotoS3 = request.getfixturevalue("s3_server")
         bucket: str = request.getfixturevalue("s3_bucket")
-        configured = configured.model_copy(
-            update={
-                "tenant_store": "supabase",
-                "supabase_url": supabase.url,
-                "supabase_service_role_key": SecretStr(supabase.service_role_key),
-                "supabase_plain_postgrest": True,
-            }
-        )
+        configured = on_supabase(configured, supabase)
 
         def storage() -> S3AudioStore:  # a client per worker, as separate processes have
             return S3AudioStore(s3_client_for(s3.endpoint_url), bucket=bucket)

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from pydantic import SecretStr
 
 from serverless_tts.runpod_shapes import run_job
 from shared.config import Settings
@@ -14,6 +13,7 @@ from shared.engines.base import Engine
 from shared.errors import ErrorCode, TTSError
 from shared.tenants.base import UNLIMITED
 from shared.worker import WorkerContext, build_worker
+from tests.supabase_fixtures import on_supabase
 from tests.supabase_stack import SupabaseStack
 
 
@@ -24,15 +24,7 @@ def supabase_worker(
     piper_engine: Engine,
 ) -> Callable[[], WorkerContext]:
     made: list[WorkerContext] = []
-    configured = settings.model_copy(
-        update={
-            "tenant_store": "supabase",
-            "supabase_url": supabase_stack.url,
-            "supabase_service_role_key": SecretStr(supabase_stack.service_role_key),
-            "supabase_plain_postgrest": True,
-            "auth_cache_ttl_s": 30,
-        }
-    )
+    configured = on_supabase(settings, supabase_stack, auth_cache_ttl_s=30)
 
     def make() -> WorkerContext:
         made.append(build_worker(configured, engine=piper_engine))
