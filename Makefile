@@ -81,6 +81,8 @@ bench: $(VENV)/.test-deps
 	$(PY) -m bench.auth_cost
 	$(PY) -m bench.cache_hit
 	$(PY) -m bench.engine_runner
+	$(PY) -m bench.http_api
+	$(PY) -m bench.cloned_voices
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .data .pytest_cache .ruff_cache .hypothesis

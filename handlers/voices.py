@@ -11,6 +11,7 @@ before anything is charged, and the tenant's room for a voice before the GPU pas
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 from shared.engines.base import Engine, Voice
 from shared.errors import InvalidInput
@@ -31,6 +32,7 @@ from shared.tenants.voices import (
     VoiceChanges,
     VoiceFields,
     VoiceRecord,
+    check_fields,
     is_voice_id,
     voice_limit_reached,
 )
@@ -80,6 +82,10 @@ def create_voice(
 ) -> VoiceEntry:
     """Clone a voice; charged (``TTS_VOICE_CREATE_CHARS``) only once its reference is fit."""
     engine = cloning_engine(ctx.engines.default.engine)
+    fields = VoiceFields(
+        name=job.name, engine=engine.name, language=job.language, description=job.description
+    )
+    check_fields(fields)
     settings = ctx.settings
     data = reference_bytes(
         job,
@@ -93,16 +99,7 @@ def create_voice(
     event.engine = engine.name
     event.audio_s = round(reference.duration_s, 3)
     stored = latents.to_bytes(engine.compute_latents(reference.pcm))
-    record = ctx.tenants.create_voice(
-        tenant.id,
-        VoiceFields(
-            name=job.name,
-            engine=engine.name,
-            language=job.language,
-            description=job.description,
-            version=latents.digest(stored),
-        ),
-    )
+    record = ctx.tenants.create_voice(tenant.id, replace(fields, version=latents.digest(stored)))
     _describe(event, record)
     reference_key = voice_object_key(tenant.id, record.voice_id, "reference", reference.container)
     latents_key = voice_object_key(tenant.id, record.voice_id, "latents", "npz")

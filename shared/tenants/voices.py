@@ -103,6 +103,12 @@ class VoiceChanges:
     version: str | Unset = UNSET
 
 
+def check_fields(voice: VoiceFields) -> None:
+    """``InvalidInput`` for what a store would refuse, so a caller can ask before it spends
+    anything on the voice (a GPU pass) rather than at the insert."""
+    _checked(asdict(voice))
+
+
 def new_voice_columns(voice: VoiceFields) -> dict[str, str | None]:
     """The columns both stores insert for a new voice, checked (``InvalidInput``), with a
     fresh ``voice_id``, and a version unless one is given."""

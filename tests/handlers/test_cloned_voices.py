@@ -33,6 +33,7 @@ from tests.shared.test_net_fetch import body, endless, site, status
 from tests.shared.test_voice_reference import encoded, voiced
 from tests.supabase_fixtures import on_supabase
 from tests.supabase_stack import SupabaseStack
+from tests.worker_fixtures import usage_rows
 
 SPEECH = "Thanks for calling. This is the voice our customers hear on every call, all day long."
 
@@ -467,3 +468,26 @@ def test_an_operator_run_without_a_tenant_has_no_voices_to_act_on(
     with pytest.raises(TTSError) as caught:
         dispatch(raw, OperatorCredentials(), xtts_worker)
     assert caught.value.code.value == "invalid_input"
+
+
+def test_a_name_the_store_would_refuse_is_refused_before_any_work(
+    xtts_worker: WorkerContext,
+    reference_wav: bytes,
+    xtts_engine: Engine,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls = conditioning_calls(monkeypatch, xtts_engine)
+    key = xtts_worker.tenants.create_tenant("names", UNLIMITED).api_key
+    for name in ("   ", "Front\x00desk"):
+        assert (
+            refused(
+                xtts_worker,
+                key,
+                action="voices.create",
+                name=name,
+                audio_base64=_b64(reference_wav),
+            )
+            == "invalid_input"
+        )
+    assert calls() == (0, 0)
+    assert usage_rows(xtts_worker)[-1]["input_chars"] == 0
