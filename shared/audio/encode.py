@@ -10,6 +10,7 @@ import io
 import struct
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import Protocol
 
 import lameenc
@@ -19,7 +20,9 @@ import soundfile as sf
 
 from shared.audio.aac import AdtsEncoder
 from shared.audio.formats import FORMAT_SPECS, AudioFormat, check_sample_rate, parse_format
+from shared.audio.pyav_encoder import PyAvEncoder
 from shared.audio.resample import StreamResampler, as_pcm, resample
+from shared.audio.voice_note import VoiceNoteEncoder
 from shared.engines.base import Pcm
 from shared.errors import InternalError, InvalidInput, UnsupportedFormat
 
@@ -162,9 +165,16 @@ def _encode_flac(audio: Pcm, rate: int) -> bytes:
     return _encode_soundfile(audio, rate, "FLAC", "PCM_16")
 
 
-def _encode_aac(audio: Pcm, rate: int) -> bytes:
-    encoder = AdtsEncoder(rate)
+def _encode_pyav(encoder: PyAvEncoder, audio: Pcm) -> bytes:
     return encoder.encode(audio) + encoder.close()
+
+
+def _encode_aac(audio: Pcm, rate: int) -> bytes:
+    return _encode_pyav(AdtsEncoder(rate), audio)
+
+
+def _encode_voice_note(audio: Pcm, rate: int) -> bytes:
+    return _encode_pyav(VoiceNoteEncoder(rate), audio)
 
 
 def _encode_pcm16(audio: Pcm, rate: int) -> bytes:
@@ -183,6 +193,7 @@ _WHOLE_FILE: dict[AudioFormat, Callable[[Pcm, int], bytes]] = {
     AudioFormat.PCM16: _encode_pcm16,
     AudioFormat.MULAW: _encode_mulaw,
     AudioFormat.AAC: _encode_aac,
+    AudioFormat.VOICE_NOTE: _encode_voice_note,
 }
 
 
@@ -354,16 +365,24 @@ class _OggOpusStream(_ResamplingStream):
         return self._sink.drain()
 
 
-class _AacStream(_ResamplingStream):
+# The PyAV formats' encoders already hand out bytes as packets complete; a stream only needs one
+# per request (a voice note's with short Ogg pages, like the libsndfile Ogg stream's).
+_PYAV_STREAMS: dict[AudioFormat, Callable[[int], PyAvEncoder]] = {
+    AudioFormat.AAC: AdtsEncoder,
+    AudioFormat.VOICE_NOTE: partial(VoiceNoteEncoder, page_ms=_STREAM_OGG_PAGE_MS),
+}
+
+
+class _PyAvStream(_ResamplingStream):
     def __init__(self, fmt: AudioFormat, in_rate: int, out_rate: int) -> None:
         super().__init__(fmt, in_rate, out_rate)
-        self._aac = AdtsEncoder(out_rate)
+        self._encoder = _PYAV_STREAMS[fmt](out_rate)
 
     def _encode(self, audio: Pcm) -> bytes:
-        return self._aac.encode(audio)
+        return self._encoder.encode(audio)
 
     def _finish(self) -> bytes:
-        return self._aac.close()
+        return self._encoder.close()
 
 
 _STREAMS: dict[AudioFormat, type[_ResamplingStream]] = {
@@ -372,7 +391,8 @@ _STREAMS: dict[AudioFormat, type[_ResamplingStream]] = {
     AudioFormat.OGG_OPUS: _OggOpusStream,
     AudioFormat.PCM16: _RawStream,
     AudioFormat.MULAW: _RawStream,
-    AudioFormat.AAC: _AacStream,
+    AudioFormat.AAC: _PyAvStream,
+    AudioFormat.VOICE_NOTE: _PyAvStream,
 }
 
 

@@ -21,6 +21,7 @@ class AudioFormat(StrEnum):
     PCM16 = "pcm16"
     MULAW = "mulaw"
     AAC = "aac"
+    VOICE_NOTE = "voice_note"
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +48,10 @@ MULAW_RATE = 8000
 # libopus only runs at these rates; anything else must be resampled first.
 OPUS_RATES: frozenset[int] = frozenset({8000, 12000, 16000, 24000, 48000})
 
+# A WhatsApp voice note's one rate: above both engines' own (22,050 and 24,000 Hz), so no band is
+# lost, and Opus codes at most 12 kHz of audio from it, which is all that speech TTS makes.
+VOICE_NOTE_RATE = 24000
+
 # MPEG-1 (32/44.1/48k), MPEG-2 (16/22.05/24k) and MPEG-2.5 (8/11.025/12k) layer III rates.
 MP3_RATES: frozenset[int] = frozenset(
     {8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000}
@@ -70,6 +75,10 @@ FORMAT_SPECS: Mapping[AudioFormat, FormatSpec] = MappingProxyType(
         AudioFormat.MULAW: FormatSpec("audio/x-mulaw", "ulaw", None, MULAW_RATE, streamable=True),
         # ADTS: every frame carries its own header, so the output is valid at each frame boundary.
         AudioFormat.AAC: FormatSpec("audio/aac", "aac", AAC_RATES, None, streamable=True),
+        # A preset (see voice_note.py): one rate and bitrate. FFmpeg's Ogg muxer writes forward.
+        AudioFormat.VOICE_NOTE: FormatSpec(
+            "audio/ogg", "ogg", None, VOICE_NOTE_RATE, streamable=True
+        ),
     }
 )
 

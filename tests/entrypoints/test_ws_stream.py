@@ -168,6 +168,7 @@ FORMATS = {
     "wav": ("audio/wav", "pcm_s16le"),
     "mp3": ("audio/mpeg", "mp3"),
     "ogg_opus": ("audio/ogg", "opus"),
+    "voice_note": ("audio/ogg", "opus"),
     "aac": ("audio/aac", "aac"),
     "pcm16": ("audio/pcm", None),
     "mulaw": ("audio/x-mulaw", None),
@@ -193,7 +194,7 @@ def test_a_header_key_streams_start_frames_and_done_as_a_playable_file(
         assert samples == int(samples)
         assert abs(samples / start["sample_rate"] - end["duration_s"]) < 0.01
     else:
-        probe = ffprobe_json(audio, {"ogg_opus": "ogg"}.get(fmt, fmt))
+        probe = ffprobe_json(audio, {"ogg_opus": "ogg", "voice_note": "ogg"}.get(fmt, fmt))
         assert audio_stream(probe)["codec_name"] == codec
         assert abs(probe_duration_s(probe) - end["duration_s"]) < 0.1
     assert not client.leaks(key)

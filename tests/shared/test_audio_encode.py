@@ -129,7 +129,14 @@ def test_stereo_input_is_rejected_as_an_internal_error() -> None:
 
 @pytest.mark.parametrize(
     "fmt",
-    [AudioFormat.WAV, AudioFormat.MP3, AudioFormat.OGG_OPUS, AudioFormat.FLAC, AudioFormat.AAC],
+    [
+        AudioFormat.WAV,
+        AudioFormat.MP3,
+        AudioFormat.OGG_OPUS,
+        AudioFormat.FLAC,
+        AudioFormat.AAC,
+        AudioFormat.VOICE_NOTE,
+    ],
 )
 def test_empty_input_still_gives_a_valid_container(fmt: AudioFormat) -> None:
     empty = np.zeros(0, dtype=np.float32)

@@ -41,6 +41,7 @@ CODEC_NAMES = {
     AudioFormat.MP3: "mp3",
     AudioFormat.OGG_OPUS: "opus",
     AudioFormat.FLAC: "flac",
+    AudioFormat.VOICE_NOTE: "opus",
 }
 CONTAINER_CASES = [
     (fmt, rate)
@@ -49,6 +50,7 @@ CONTAINER_CASES = [
         (AudioFormat.FLAC, (8000, 16000, 22050, 24000, 48000)),
         (AudioFormat.MP3, (8000, 16000, 22050, 24000, 44100, 48000)),
         (AudioFormat.OGG_OPUS, (8000, 16000, 24000, 48000)),
+        (AudioFormat.VOICE_NOTE, (24000,)),
     )
     for rate in rates
 ]
@@ -81,6 +83,7 @@ def test_every_format_has_a_spec_with_its_content_type() -> None:
         AudioFormat.PCM16: "audio/pcm",
         AudioFormat.MULAW: "audio/x-mulaw",
         AudioFormat.AAC: "audio/aac",
+        AudioFormat.VOICE_NOTE: "audio/ogg",
     }
 
 
@@ -93,7 +96,8 @@ def test_parse_format_accepts_names_and_rejects_unknown_with_choices() -> None:
     assert parse_format("ogg_opus") is AudioFormat.OGG_OPUS
     assert parse_format("aac") is AudioFormat.AAC
     with pytest.raises(
-        UnsupportedFormat, match=r"'m4a'; choose one of wav, mp3, ogg_opus, flac, pcm16, mulaw, aac"
+        UnsupportedFormat,
+        match=r"'m4a'; choose one of wav, mp3, ogg_opus, flac, pcm16, mulaw, aac, voice_note$",
     ):
         parse_format("m4a")
 
@@ -196,7 +200,7 @@ def test_container_encoding_probes_as_mono_at_requested_rate_and_duration(
     stream = audio_stream(probe)
     assert stream["codec_name"] == CODEC_NAMES[fmt]
     assert stream["channels"] == 1
-    if fmt is AudioFormat.OGG_OPUS:
+    if CODEC_NAMES[fmt] == "opus":
         assert opus_input_rate(data) == (1, out_rate)
     else:
         assert int(stream["sample_rate"]) == out_rate
@@ -258,6 +262,7 @@ def test_mp3_keeps_the_waveform_after_its_encoder_delay() -> None:
         (AudioFormat.MULAW, 16000),
         (AudioFormat.WAV, 96000),
         (AudioFormat.AAC, 20000),
+        (AudioFormat.VOICE_NOTE, 48000),
     ],
 )
 def test_encode_refuses_rates_the_format_cannot_carry(fmt: AudioFormat, out_rate: int) -> None:

@@ -119,6 +119,7 @@ STREAM_CASES = [
     (AudioFormat.OGG_OPUS, 24000, 24000),
     (AudioFormat.OGG_OPUS, 22050, 48000),
     (AudioFormat.OGG_OPUS, 24000, 16000),
+    (AudioFormat.VOICE_NOTE, 22050, 24000),
     (AudioFormat.PCM16, 22050, 24000),
     (AudioFormat.MULAW, 24000, 8000),
     (AudioFormat.MULAW, 22050, 8000),
@@ -160,7 +161,8 @@ def test_uncompressed_streams_equal_the_whole_file_samples(
 @pytest.mark.parametrize(
     ("fmt", "in_rate", "out_rate"),
     [(AudioFormat.WAV, 22050, 24000), (AudioFormat.MP3, 24000, 24000)]
-    + [(AudioFormat.OGG_OPUS, 22050, rate) for rate in (8000, 16000, 24000, 48000)],
+    + [(AudioFormat.OGG_OPUS, 22050, rate) for rate in (8000, 16000, 24000, 48000)]
+    + [(AudioFormat.VOICE_NOTE, 22050, 24000)],
 )
 def test_streamed_container_probes_as_mono_with_the_right_duration(
     fmt: AudioFormat, in_rate: int, out_rate: int
@@ -169,8 +171,9 @@ def test_streamed_container_probes_as_mono_with_the_right_duration(
     probe = ffprobe_json(streamed, FORMAT_SPECS[fmt].extension)
     stream = audio_stream(probe)
     assert stream["channels"] == 1
-    assert stream["codec_name"] == {"wav": "pcm_s16le", "mp3": "mp3", "ogg_opus": "opus"}[fmt]
-    if fmt is not AudioFormat.OGG_OPUS:  # Opus always reports its 48 kHz decoder rate
+    codec = {"wav": "pcm_s16le", "mp3": "mp3", "ogg_opus": "opus", "voice_note": "opus"}[fmt]
+    assert stream["codec_name"] == codec
+    if codec != "opus":  # Opus always reports its 48 kHz decoder rate
         assert int(stream["sample_rate"]) == out_rate
     assert probe_duration_s(probe) == pytest.approx(SIGNAL_S, rel=DURATION_TOLERANCE)
 
@@ -199,7 +202,14 @@ def test_ogg_opus_stream_emits_audio_pages_within_half_a_second() -> None:
 
 
 @pytest.mark.parametrize(
-    "fmt", [AudioFormat.WAV, AudioFormat.MP3, AudioFormat.OGG_OPUS, AudioFormat.MULAW]
+    "fmt",
+    [
+        AudioFormat.WAV,
+        AudioFormat.MP3,
+        AudioFormat.OGG_OPUS,
+        AudioFormat.MULAW,
+        AudioFormat.VOICE_NOTE,
+    ],
 )
 def test_streams_deliver_most_bytes_before_close(fmt: AudioFormat) -> None:
     out_rate = FORMAT_SPECS[fmt].fixed_rate or 24000
@@ -207,7 +217,9 @@ def test_streams_deliver_most_bytes_before_close(fmt: AudioFormat) -> None:
     assert early / len(streamed) > 0.9
 
 
-@pytest.mark.parametrize("fmt", [AudioFormat.WAV, AudioFormat.MP3, AudioFormat.OGG_OPUS])
+@pytest.mark.parametrize(
+    "fmt", [AudioFormat.WAV, AudioFormat.MP3, AudioFormat.OGG_OPUS, AudioFormat.VOICE_NOTE]
+)
 def test_stream_closed_without_audio_is_still_a_valid_file(fmt: AudioFormat) -> None:
     data = open_stream_encoder(fmt, in_rate=24000, out_rate=24000).close()
     assert audio_stream(ffprobe_json(data, FORMAT_SPECS[fmt].extension))["channels"] == 1

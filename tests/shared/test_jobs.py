@@ -141,7 +141,7 @@ def test_voices_action_parses_its_own_model() -> None:
 
 
 def test_all_documented_formats_and_rates_are_accepted() -> None:
-    for fmt in ("wav", "mp3", "ogg_opus", "flac", "pcm16", "mulaw", "aac"):
+    for fmt in ("wav", "mp3", "ogg_opus", "flac", "pcm16", "mulaw", "aac", "voice_note"):
         for rate in (8000, 16000, 22050, 24000, 44100, 48000):
             job = parse_input({**VALID, "format": fmt, "sample_rate": rate}, LIMITS)
             assert isinstance(job, SynthesizeJob)
