@@ -83,6 +83,7 @@ bench: $(VENV)/.test-deps
 	$(PY) -m bench.engine_runner
 	$(PY) -m bench.http_api
 	$(PY) -m bench.cloned_voices
+	$(PY) -m bench.edge_webhooks
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .data .pytest_cache .ruff_cache .hypothesis

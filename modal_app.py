@@ -43,7 +43,7 @@ DEPLOY = load_modal_deploy_settings()  # a bad TTS_MODAL_* value stops here, nam
 
 # ## The image: the same locked stack as the Dockerfile
 #
-# Debian slim with Python 3.11 (the lock is compiled for it) and FFmpeg, whose shared libraries
+# Debian slim with Python 3.11 (the lock is compiled for it), plus FFmpeg, whose shared libraries
 # torchcodec loads for coqui-tts. The dependencies come from requirements.lock, exactly as the
 # Dockerfile installs them: a hash-pinned uv bootstrapped from scripts/installer.lock, a check
 # that the lock matches pyproject.toml, then the base and `xtts` requirements of pyproject.toml
@@ -51,24 +51,34 @@ DEPLOY = load_modal_deploy_settings()  # a bad TTS_MODAL_* value stops here, nam
 # lock also holds. `Image.uv_pip_install` would copy uv from a container image by tag, not by
 # hash, so the Dockerfile's commands run as they are (all but `lockfile.py installed`: the base
 # image's own pip, wheel and uv sit outside the lock). Modal mounts its client at runtime.
-# Only these four files feed the slow layers, so a code change never reinstalls torch.
+# Only these four files feed the slow layers, so a code change never reinstalls torch. The edge
+# (at the end) uses the same lock without the `xtts` extra.
 BUILD = "/build"
-image = (
-    modal.Image.debian_slim(python_version="3.11")
-    .apt_install("ffmpeg")
-    .env({"PYTHONUNBUFFERED": "1", "UV_NO_CACHE": "1", "UV_PYTHON_DOWNLOADS": "never"})
-    .add_local_file(ROOT / "scripts/installer.lock", f"{BUILD}/scripts/installer.lock", copy=True)
-    .add_local_file(ROOT / "scripts/lockfile.py", f"{BUILD}/scripts/lockfile.py", copy=True)
-    .add_local_file(ROOT / "pyproject.toml", f"{BUILD}/pyproject.toml", copy=True)
-    .add_local_file(ROOT / "requirements.lock", f"{BUILD}/requirements.lock", copy=True)
-    .run_commands(
-        "python -m venv /opt/tools && /opt/tools/bin/pip install --no-cache-dir"
-        f" --require-hashes --no-deps -r {BUILD}/scripts/installer.lock",
-        f"/opt/tools/bin/python {BUILD}/scripts/lockfile.py check",
-        "/opt/tools/bin/uv pip install --python $(command -v python) --compile-bytecode"
-        f" -c {BUILD}/requirements.lock -r {BUILD}/pyproject.toml --extra xtts",
+
+
+def locked_image(*extras: str) -> modal.Image:
+    """Python 3.11 with the project's base requirements (and ``extras``) from the lock."""
+    extra_flags = "".join(f" --extra {extra}" for extra in extras)
+    return (
+        modal.Image.debian_slim(python_version="3.11")
+        .env({"PYTHONUNBUFFERED": "1", "UV_NO_CACHE": "1", "UV_PYTHON_DOWNLOADS": "never"})
+        .add_local_file(
+            ROOT / "scripts/installer.lock", f"{BUILD}/scripts/installer.lock", copy=True
+        )
+        .add_local_file(ROOT / "scripts/lockfile.py", f"{BUILD}/scripts/lockfile.py", copy=True)
+        .add_local_file(ROOT / "pyproject.toml", f"{BUILD}/pyproject.toml", copy=True)
+        .add_local_file(ROOT / "requirements.lock", f"{BUILD}/requirements.lock", copy=True)
+        .run_commands(
+            "python -m venv /opt/tools && /opt/tools/bin/pip install --no-cache-dir"
+            f" --require-hashes --no-deps -r {BUILD}/scripts/installer.lock",
+            f"/opt/tools/bin/python {BUILD}/scripts/lockfile.py check",
+            "/opt/tools/bin/uv pip install --python $(command -v python) --compile-bytecode"
+            f" -c {BUILD}/requirements.lock -r {BUILD}/pyproject.toml{extra_flags}",
+        )
     )
-)
+
+
+image = locked_image("xtts").apt_install("ffmpeg")
 
 # ## The weights: downloaded once into a Volume, never at a cold start
 #
@@ -235,3 +245,40 @@ class ServerlessTTS:
             yield error_message(err)
         finally:
             output.close()  # a caller that stops reading frees the engine at once
+
+
+# ## The telephony edge: a CPU function beside the GPU class
+#
+# Deployed when TTS_MODAL_EDGE_CONFIG names the edge's TOML or JSON file in the deploying shell:
+# the file is baked into the edge's image, and its secrets (TWILIO_AUTH_TOKEN, each business's
+# tenant key, a RunPod or Modal token) come from the Modal Secrets in TTS_MODAL_EDGE_SECRETS.
+# No GPU and no engines: the edge app imports nothing of the worker, and answers Twilio from the
+# worker's HTTP API (this app's `web` endpoint, or a RunPod endpoint). One warm container by
+# default (TTS_MODAL_EDGE_MIN_CONTAINERS), so no call waits for a cold start.
+#
+#     TTS_MODAL_EDGE_CONFIG=edge.toml modal deploy modal_app.py
+#     # then set each Twilio number's voice webhook: https://<workspace>--serverless-tts-edge.modal.run/twilio/<business>/voice
+if DEPLOY.edge_config is not None:
+    EDGE_CONFIG = f"/config/edge{DEPLOY.edge_config.suffix}"
+    edge_image = (
+        locked_image()
+        .env({"TTS_EDGE_CONFIG": EDGE_CONFIG})
+        .add_local_file(DEPLOY.edge_config, EDGE_CONFIG)
+        .add_local_python_source("edge", "handlers", "shared", "serverless_tts")
+    )
+
+    @app.function(
+        image=edge_image,
+        secrets=[modal.Secret.from_name(name) for name in DEPLOY.edge_secret_names],
+        min_containers=DEPLOY.edge_min_containers,
+        scaledown_window=DEPLOY.scaledown_s,
+        timeout=DEPLOY.timeout_s,
+        # The container imports this file again: the edge must be defined there too.
+        env={"TTS_MODAL_EDGE_CONFIG": EDGE_CONFIG},
+    )
+    @modal.concurrent(max_inputs=100)  # webhooks wait on the network, not the CPU
+    @modal.asgi_app(label="serverless-tts-edge")
+    def edge() -> Any:
+        from edge.asgi import edge_app
+
+        return edge_app()

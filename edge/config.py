@@ -35,8 +35,10 @@ class WorkerConfig(BaseModel):
 
     ``http``: this product's HTTP API at ``url``. ``runpod``: endpoint ``endpoint_id`` at
     ``url`` (default ``https://api.runpod.ai/v2/{endpoint_id}``), the RunPod key read from
-    ``api_key_env``. ``modal``: this product's HTTP API as a Modal web endpoint at ``url``;
-    with proxy auth on, the token id and secret read from ``token_id_env``/``token_secret_env``.
+    ``api_key_env``; ``webhook_url``, if set, is handed to RunPod with each queued (``/run``)
+    job, so an operator hears when a warm job ends. ``modal``: this product's HTTP API as a
+    Modal web endpoint at ``url``; with proxy auth on, the token id and secret read from
+    ``token_id_env``/``token_secret_env``.
     """
 
     model_config = _STRICT
@@ -47,6 +49,7 @@ class WorkerConfig(BaseModel):
     api_key_env: EnvName | None = None
     token_id_env: EnvName | None = None
     token_secret_env: EnvName | None = None
+    webhook_url: str | None = Field(None, pattern=r"^https://[^\s]+$")
     timeout_s: float = Field(30.0, gt=0, le=300, description="Longest any one call may take.")
     retries: int = Field(1, ge=0, le=5, description="Retries of a call that failed to connect.")
 
@@ -81,6 +84,12 @@ class EdgeConfig(BaseModel):
     public_base_url: str = Field(pattern=r"^https?://[^\s/?#]+(/[^\s?#]*[^\s/?#])?$")
     deadline_ms: int = Field(1200, ge=100, le=10_000)
     responder_timeout_ms: int = Field(3000, ge=100, le=10_000)
+    cache_lookup_ms: int = Field(
+        500,
+        ge=50,
+        le=5_000,
+        description="How long an incoming call waits for the cached greeting before <Say>.",
+    )
     worker: WorkerConfig
     businesses: dict[str, BusinessConfig] = Field(min_length=1)
 

@@ -1,4 +1,5 @@
-"""The ``serverless-tts`` command: serve the local web app, speak into a file, manage tenants."""
+"""The ``serverless-tts`` command: serve the local web app, speak into a file, manage tenants,
+serve the telephony edge."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from serverless_tts.audio_file import write_audio
+from serverless_tts.edge_cli import add_edge_commands
 from serverless_tts.greetings_cli import add_greetings_commands
 from serverless_tts.operator import add_speech_arguments, operator_credentials, speech_fields
 from serverless_tts.tenant_admin import add_tenant_commands
@@ -141,6 +143,7 @@ def _parser() -> argparse.ArgumentParser:
 
     add_tenant_commands(commands)
     add_greetings_commands(commands)
+    add_edge_commands(commands)
     commands.choices["tenants"].set_defaults(run=_tenants)
     return parser
 

@@ -26,6 +26,7 @@ from tests.audio_probe import audio_stream, ffprobe_json
 from tests.entrypoints.web_helpers import serve
 from tests.processes import clean_env, run_python
 from tests.servers import free_port
+from tests.test_edge_imports import EDGE_TOML
 from tests.worker_fixtures import usage_rows
 from tests.xtts_checkpoint import (
     SPEAKERS,
@@ -308,3 +309,88 @@ def test_gpu_types_are_normalized_and_a_list_is_a_fallback_order() -> None:
     assert ModalDeploySettings(gpu="l40s").gpu_request == "L40S"
     assert ModalDeploySettings(gpu="h100!, a100-80gb").gpu_request == ["H100!", "A100-80GB"]
     assert ModalDeploySettings(secrets=" a, ,b ").secret_names == ["a", "b"]
+
+
+# --- the telephony edge, a CPU function ---------------------------------------------------------
+
+EDGE_OPTIONS = """
+import json
+import modal_app
+from modal._utils.async_utils import synchronizer
+
+edge = modal_app.edge
+load = synchronizer._translate_in(edge)._load
+sent = dict(zip(load.__code__.co_freevars, (cell.cell_contents for cell in load.__closure__)))
+print(json.dumps({
+    "gpu": edge._spec_.gpus,
+    "secrets": [repr(secret) for secret in edge._spec_.secrets],
+    "volumes": sorted(edge._spec_.volumes),
+    "min_containers": sent["autoscaler_settings"].min_containers,
+    "max_inputs": sent["max_concurrent_inputs"],
+    "label": sent["webhook_config"].requested_suffix,
+}))
+"""
+
+
+def test_the_edge_is_deployed_only_with_a_config_and_runs_on_no_gpu(tmp_path: Path) -> None:
+    env = {k: v for k, v in clean_env(tmp_path / "data").items() if not k.startswith("MODAL_")}
+    env["MODAL_CONFIG_PATH"] = str(tmp_path / "no-modal.toml")
+    probe = "import modal_app; print(hasattr(modal_app, 'edge'))"
+    assert run_python(env, "-c", probe).stdout.strip() == "False"
+    config = tmp_path / "edge.toml"
+    config.write_text(EDGE_TOML)
+    knobs = {"TTS_MODAL_EDGE_CONFIG": str(config), "TTS_MODAL_EDGE_SECRETS": "acme-edge"}
+    done = run_python({**env, **knobs}, "-c", EDGE_OPTIONS)
+    assert done.returncode == 0, done.stderr
+    sent = json.loads(done.stdout)
+    assert sent["gpu"] is None and sent["volumes"] == []
+    assert sent["secrets"][0] == "modal.Secret.from_name('acme-edge')"
+    assert (sent["min_containers"], sent["max_inputs"]) == (1, 100)
+    assert sent["label"] == "serverless-tts-edge"
+
+
+def test_the_edge_functions_app_answers_a_signed_twilio_webhook(tmp_path: Path) -> None:
+    """Modal's .local() runs the edge function in-process; its app is served over real HTTP,
+    and a webhook signed as Twilio signs it gets TwiML (the worker is down: <Say>)."""
+    config = tmp_path / "edge.toml"
+    config.write_text(EDGE_TOML)
+    probe = """
+import httpx, threading, uvicorn
+from twilio.request_validator import RequestValidator
+import modal_app
+from tests.servers import free_port, wait_for_port
+
+app = modal_app.edge.local()
+port = free_port()
+server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+threading.Thread(target=server.run, daemon=True).start()
+wait_for_port(port)
+params = {"CallSid": "CA123", "From": "+15550001111", "To": "+15550002222"}
+url = "https://edge.example.com/twilio/acme/voice"
+signature = RequestValidator("tw-token").compute_signature(url, params)
+reply = httpx.post(f"http://127.0.0.1:{port}/twilio/acme/voice", data=params,
+                   headers={"X-Twilio-Signature": signature}, timeout=30)
+unsigned = httpx.post(f"http://127.0.0.1:{port}/twilio/acme/voice", data=params, timeout=30)
+print(reply.status_code, reply.headers["content-type"], unsigned.status_code, sep="|")
+print(reply.text)
+server.should_exit = True
+"""
+    env = {k: v for k, v in clean_env(tmp_path / "data").items() if not k.startswith("MODAL_")}
+    env.update(
+        MODAL_CONFIG_PATH=str(tmp_path / "no-modal.toml"),
+        TTS_MODAL_EDGE_CONFIG=str(config),
+        TTS_EDGE_CONFIG=str(config),
+        TWILIO_AUTH_TOKEN="tw-token",
+        ACME_TTS_API_KEY="stts_edge_test_key",
+    )
+    done = run_python(env, "-c", probe)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    [status_line] = [line for line in lines if line.count("|") == 2]
+    status, content_type, unsigned = status_line.split("|")
+    assert (status, unsigned) == ("200", "403") and content_type.startswith("text/xml")
+    assert "<Say>Thanks for calling Acme.</Say>" in done.stdout and "<Gather" in done.stdout
+    # The edge's events reach stdout, one JSON line per webhook (the Modal log).
+    events = [json.loads(line) for line in lines if line.startswith('{"event"')]
+    assert [event["response_type"] for event in events] == ["say", "refused"]
+    assert "stts_edge_test_key" not in done.stdout + done.stderr
