@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import TypeVar
 
 from handlers.prepare import PreparedSpeech
 from handlers.results import inline, ms_since, result, signed
@@ -18,12 +19,14 @@ from shared.jobs import StageTimings, SynthesisResult
 from shared.worker import WorkerContext
 
 _log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def answer_from_cache(prepared: PreparedSpeech, ctx: WorkerContext) -> SynthesisResult | None:
     """The job's result from its cache entry; None on a miss."""
     entry = _entry(prepared, ctx)
-    return None if entry is None else result_from_entry(prepared, ctx, entry)
+    found = None if entry is None else result_from_entry(prepared, ctx, entry)
+    return _counted(prepared, ctx, found)
 
 
 def result_from_entry(
@@ -51,11 +54,12 @@ def cached_stream_audio(
 ) -> tuple[CacheEntry, bytes] | None:
     """A cached file to replay as a stream, or None on a miss."""
     entry = _entry(prepared, ctx)
-    if entry is None:
-        return None
-    assert prepared.cache_slot is not None
-    data = read_or_none(ctx, prepared.cache_slot.audio_key)
-    return None if data is None else (entry, data)
+    found = None
+    if entry is not None:
+        assert prepared.cache_slot is not None
+        data = read_or_none(ctx, prepared.cache_slot.audio_key)
+        found = None if data is None else (entry, data)
+    return _counted(prepared, ctx, found)
 
 
 def check_inline_size(size: int, ctx: WorkerContext) -> None:
@@ -72,6 +76,14 @@ def read_or_none(ctx: WorkerContext, key: str) -> bytes | None:
     except StorageUnavailable as err:
         _log.warning("reading cached audio failed: %s", err)
         return None
+
+
+def _counted(prepared: PreparedSpeech, ctx: WorkerContext, found: T | None) -> T | None:
+    """``found``, counted as a hit or a miss (unreadable audio is a miss: the job synthesizes);
+    a job that does not use the cache is not counted."""
+    if prepared.cache_slot is not None:
+        ctx.metrics.cache_lookup(prepared.engine.name, hit=found is not None)
+    return found
 
 
 def _entry(prepared: PreparedSpeech, ctx: WorkerContext) -> CacheEntry | None:

@@ -1,6 +1,6 @@
 """The one way every entry point runs a job: authenticate the credentials its transport carried,
 validate the job, check everything up front, charge only a job fit to run, run it, and log one
-event (and, for a tenant, one usage row) per job.
+event (and, for a tenant, one usage row) per job, counting it in the worker's metrics.
 
 ``dispatch`` returns a typed value: a result model, or an ``AudioStream`` whose chunks carry raw
 bytes. It raises ``TTSError`` for anything wrong before the first chunk; an error while a stream
@@ -97,6 +97,7 @@ def dispatch(
         success=False,
     )
     event.request_id = job_id or event.job_id
+    ctx.metrics.job_started()
     try:
         auth_started = time.perf_counter()
         tenant = authenticate(credentials, ctx)
@@ -240,7 +241,8 @@ def _describe(event: JobEvent, prepared: list[PreparedSpeech]) -> None:
 
 class _LoggedChunks:
     """A stream's chunks, logged exactly once when the stream ends, fails or is closed (from
-    any thread), or is dropped unread: a charged job always leaves its usage row."""
+    any thread), or is dropped unread: a charged job always leaves its usage row. Its time to
+    first audio is measured here, where its bytes leave the pipeline for the transport."""
 
     def __init__(
         self, stream: AudioStream, ctx: WorkerContext, event: JobEvent, started: float
@@ -248,7 +250,9 @@ class _LoggedChunks:
         self._chunks = iter(stream)
         self._stream, self._ctx, self._event, self._started = stream, ctx, event, started
         self._open = True
+        self._heard = False
         self._ending = threading.Lock()
+        ctx.metrics.stream_opened()
 
     def __iter__(self) -> _LoggedChunks:
         return self
@@ -273,10 +277,16 @@ class _LoggedChunks:
         except BaseException:  # KeyboardInterrupt, SystemExit: still one event and one row
             self._end(CANCELLED)
             raise
-        if chunk.summary is not None:
-            self._event.audio_s = chunk.summary.duration_s
-            self._event.audio_bytes = chunk.summary.bytes
-            self._event.cached = chunk.summary.cached
+        summary = chunk.summary
+        if chunk.data and not self._heard:
+            self._heard = True
+            seconds = time.perf_counter() - self._started
+            cached = summary is not None and summary.cached
+            self._ctx.metrics.first_audio(self._event, seconds, cached=cached)
+        if summary is not None:
+            self._event.audio_s = summary.duration_s
+            self._event.audio_bytes = summary.bytes
+            self._event.cached = summary.cached
         return chunk
 
     def close(self) -> None:
@@ -292,13 +302,15 @@ class _LoggedChunks:
             if not self._open:
                 return
             self._open = False
+        self._ctx.metrics.stream_closed()
         _finish(self._ctx, self._event, self._started, error)
 
 
 def _finish(
     ctx: WorkerContext, event: JobEvent, started: float, error: BaseException | str | None
 ) -> None:
-    """Log the job's event and, for a tenant, queue its usage row."""
+    """Log the job's event, count it in the worker's metrics and, for a tenant, queue its
+    usage row."""
     event.latency_ms = round(ms_since(started), 3)
     event.success = error is None
     if isinstance(error, str):
@@ -309,5 +321,6 @@ def _finish(
         event.error_code = "internal"
         _log.error("job %s failed unexpectedly", event.job_id, exc_info=error)
     log_job_event(event)
+    ctx.metrics.job_finished(event)
     if event.tenant_id is not None:
         ctx.usage.record(usage_record(event))

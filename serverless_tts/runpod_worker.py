@@ -2,7 +2,8 @@
 
 Handlers are async so that, with ``concurrency_modifier`` above 1, one job's encoding and delivery
 overlap another's synthesis (the engine runs on its own thread); the blocking work runs in
-threads.
+threads. Nothing scrapes a RunPod worker, so after each job the worker's metrics go to its log
+(which RunPod keeps) as one ``{"event": "metrics"}`` line beside the job's own event.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 from serverless_tts.runpod_shapes import JobItem, OutputItems, error_string, output_items, run_job
 from shared.errors import TTSError
+from shared.metrics import log_metrics_event
 from shared.worker import WorkerContext
 
 _DONE = object()
@@ -39,6 +41,7 @@ def make_stream_handler(ctx: WorkerContext) -> Callable[[RunpodJob], AsyncIterat
         finally:
             if output is not None:
                 output.close()  # a job cancelled mid-stream frees the engine at once
+            log_metrics_event(ctx.metrics, job.get("id"))
 
     return handler
 
@@ -55,6 +58,8 @@ def make_local_test_handler(ctx: WorkerContext) -> Callable[[RunpodJob], Any]:
             items = await asyncio.to_thread(run_job, job.get("input"), ctx, job_id=job.get("id"))
         except TTSError as err:
             return {"error": error_string(err)}
+        finally:
+            log_metrics_event(ctx.metrics, job.get("id"))
         print(json.dumps({"output": items}), flush=True)
         return items
 

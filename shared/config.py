@@ -161,6 +161,12 @@ class Settings(BaseSettings):
         le=10_000,
         description="/run jobs waiting or running at once; beyond it, 503 with Retry-After.",
     )
+    metrics_token: SecretStr | None = Field(
+        None,
+        min_length=16,
+        description="Bearer token Prometheus sends to GET /metrics (an operator's, never a "
+        "tenant key); unset: /metrics answers 404, so no figure leaks by default.",
+    )
 
     cors_origins: str = Field(
         "",

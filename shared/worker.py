@@ -7,6 +7,7 @@ call ``build_worker``; handlers receive the result and never build anything them
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +19,7 @@ from shared.engines.registry import load_engine
 from shared.engines.vendors import vendor_configs
 from shared.errors import InvalidInput
 from shared.jobs import JobLimits
+from shared.metrics import WorkerMetrics
 from shared.storage.base import AudioStore
 from shared.storage.local import LocalAudioStore, load_or_create_secret
 from shared.tenants.base import TenantStore
@@ -34,6 +36,8 @@ class WorkerContext:
     storage: AudioStore
     usage: UsageWriter
     voices: VoiceResolver
+    # This worker's own registry: /metrics (and RunPod's metrics events) show its jobs only.
+    metrics: WorkerMetrics
     # Identical cache misses in flight at once on this worker share one synthesis.
     inflight: SingleFlight[Any] = field(default_factory=SingleFlight)
     started_at: float = field(default_factory=time.monotonic)
@@ -50,7 +54,9 @@ class WorkerContext:
         self.tenants.close()
 
 
-def build_tenant_store(settings: Settings) -> TenantStore:
+def build_tenant_store(
+    settings: Settings, on_auth_lookup: Callable[[bool], None] | None = None
+) -> TenantStore:
     if settings.tenant_store == "supabase":
         from shared.tenants.supabase_store import SupabaseTenantStore, connect_supabase
 
@@ -64,8 +70,12 @@ def build_tenant_store(settings: Settings) -> TenantStore:
             timeout_s=settings.supabase_timeout_s,
             plain_postgrest=settings.supabase_plain_postgrest,
         )
-        return SupabaseTenantStore(client, cache_ttl_s=settings.auth_cache_ttl_s)
-    return SqliteTenantStore(settings.sqlite_path, cache_ttl_s=settings.auth_cache_ttl_s)
+        return SupabaseTenantStore(
+            client, cache_ttl_s=settings.auth_cache_ttl_s, on_auth_lookup=on_auth_lookup
+        )
+    return SqliteTenantStore(
+        settings.sqlite_path, cache_ttl_s=settings.auth_cache_ttl_s, on_auth_lookup=on_auth_lookup
+    )
 
 
 def build_storage(settings: Settings) -> AudioStore:
@@ -115,12 +125,15 @@ def build_worker(
     engine: Engine | None = None,
     tenants: TenantStore | None = None,
     storage: AudioStore | None = None,
+    metrics: WorkerMetrics | None = None,
 ) -> WorkerContext:
     """Load the engine (the slow part of a cold start) and open the stores; what this call
-    opened is closed again if a later step fails (a store passed in stays the caller's)."""
+    opened is closed again if a later step fails (a store passed in stays the caller's).
+    ``metrics`` may share a registry with the process's other parts; by default it is new."""
     settings = settings or Settings()
+    metrics = metrics or WorkerMetrics()
     opened_tenants = tenants is None
-    tenants = tenants or build_tenant_store(settings)
+    tenants = tenants or build_tenant_store(settings, metrics.auth_cache_lookup)
     try:
         engines = EngineSet([engine or build_engine(settings)])
         try:
@@ -132,6 +145,7 @@ def build_worker(
                 storage=storage,
                 usage=UsageWriter(tenants.write_usage),
                 voices=VoiceResolver(tenants, storage, cache_entries=settings.voice_cache_entries),
+                metrics=metrics,
             )
         except BaseException:
             engines.close()

@@ -106,13 +106,7 @@ def vendor_server(shape: Shape, key: str) -> Iterator[VendorServer]:
         do_GET = do_POST
 
         def _answer(self) -> None:
-            length = int(self.headers.get("Content-Length", "0"))
-            received = Received(
-                method=self.command,
-                path=self.path,
-                headers={name.lower(): value for name, value in self.headers.items()},
-                body=self.rfile.read(length),
-            )
+            received = Received.read(self)
             problems = _check(shape, received, key)
             with lock:
                 state.requests.append(received)

@@ -2,9 +2,10 @@
 
 One router per surface: RunPod-compatible jobs (``/runsync``, ``/run``, ``/status/{id}``,
 ``/stream/{id}``), native v1 (``/v1/...``, Bearer keys), the WebSocket stream (``/v1/stream``),
-OpenAI-compatible speech (``/v1/audio/speech``), and the signed local audio. Routes only parse,
-call the dispatcher and shape the reply; bodies above ``TTS_MAX_BODY_BYTES`` are refused before
-any route reads them, and each surface refuses in its own clients' error shape.
+OpenAI-compatible speech (``/v1/audio/speech``), the signed local audio, and the operator's
+``/metrics`` (Prometheus, behind ``TTS_METRICS_TOKEN``). Routes only parse, call the dispatcher
+and shape the reply; bodies above ``TTS_MAX_BODY_BYTES`` are refused before any route reads
+them, and each surface refuses in its own clients' error shape.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from handlers.health import health
 from serverless_tts.web import (
     audio_route,
+    metrics_route,
     openai_routes,
     runpod_routes,
     v1_routes,
@@ -78,6 +80,7 @@ def create_app(
     app.include_router(ws_route.router)
     app.include_router(openai_routes.router)
     app.include_router(audio_route.router)
+    app.include_router(metrics_route.router)
     install_openapi(app)
 
     @app.get("/health")

@@ -56,8 +56,8 @@ async def stream(websocket: WebSocket) -> None:
       in both places is refused: nothing is guessed about which one was meant.
     - A job is a JSON text message with a synthesize job's speech fields: ``text`` or ``ssml``,
       ``voice``, ``language``, ``speed``, ``format`` (the streamable ones: wav, mp3, ogg_opus,
-      pcm16, mulaw, aac, voice_note), ``sample_rate``, ``request_id``, ``cache``; ``"type": "synthesize"`` is
-      optional, ``delivery`` is always ``stream``.
+      pcm16, mulaw, aac, voice_note), ``sample_rate``, ``request_id``, ``cache``;
+      ``"type": "synthesize"`` is optional, ``delivery`` is always ``stream``.
     - The server answers ``{"type": "start", format, content_type, sample_rate, voice,
       request_id, ...}`` (how to play what follows), then binary frames of audio as the engine
       makes it (each at most 32 KiB), then ``{"type": "done", duration_s, bytes, timings, ...}``.

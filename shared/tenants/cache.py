@@ -12,19 +12,30 @@ V = TypeVar("V")
 
 
 class TtlCache(Generic[V]):
+    """``on_lookup`` hears whether each ``get`` was a hit, e.g. a worker's metrics, so a store
+    counts its lookups without knowing where the counts go."""
+
     def __init__(
         self,
         ttl_s: float,
         max_entries: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
+        on_lookup: Callable[[bool], None] | None = None,
     ) -> None:
         self._ttl_s = ttl_s
         self._max_entries = max_entries
         self._clock = clock
+        self._on_lookup = on_lookup
         self._entries: OrderedDict[str, tuple[float, V]] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, key: str) -> V | None:
+        value = self._get(key)
+        if self._on_lookup is not None:
+            self._on_lookup(value is not None)
+        return value
+
+    def _get(self, key: str) -> V | None:
         with self._lock:
             entry = self._entries.get(key)
             if entry is None:

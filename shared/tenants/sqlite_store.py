@@ -144,6 +144,7 @@ class SqliteTenantStore:
         *,
         cache_ttl_s: float = 30.0,
         clock: Clock = lambda: datetime.now(UTC),
+        on_auth_lookup: Callable[[bool], None] | None = None,
     ) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
@@ -168,7 +169,8 @@ class SqliteTenantStore:
             raise
         # Keyed by the key's digest, never the key; holds only successful lookups, so a
         # disabled key stops working within one TTL.
-        self._cache: TtlCache[Tenant] = TtlCache(cache_ttl_s)
+        # on_auth_lookup hears each key lookup's hit or miss (the worker's metrics).
+        self._cache: TtlCache[Tenant] = TtlCache(cache_ttl_s, on_lookup=on_auth_lookup)
 
     def authenticate(self, api_key: str) -> Tenant:
         parsed = parse_api_key(api_key)

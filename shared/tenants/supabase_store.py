@@ -122,12 +122,21 @@ class SupabaseTenantStore:
     """``TenantStore`` on Supabase; ``client`` should carry the service-role key."""
 
     def __init__(
-        self, client: Client, *, cache_ttl_s: float = 30.0, cache_max_entries: int = 10_000
+        self,
+        client: Client,
+        *,
+        cache_ttl_s: float = 30.0,
+        cache_max_entries: int = 10_000,
+        on_auth_lookup: Callable[[bool], None] | None = None,
     ) -> None:
         self._client = client
         # Both keyed by the key's digest. Separate, so a flood of wrong keys evicts only other
         # wrong keys, never a paying tenant's entry.
-        self._tenants: TtlCache[Tenant] = TtlCache(cache_ttl_s, cache_max_entries)
+        # Only this cache reports to on_auth_lookup (the worker's metrics): a valid key is one
+        # hit or one miss; keys known to be bad are answered by _rejected, uncounted.
+        self._tenants: TtlCache[Tenant] = TtlCache(
+            cache_ttl_s, cache_max_entries, on_lookup=on_auth_lookup
+        )
         self._rejected: TtlCache[bool] = TtlCache(cache_ttl_s, cache_max_entries)
         # Tenants authenticated within the TTL, by id: who ``authorize`` admits while the
         # database is unreachable.

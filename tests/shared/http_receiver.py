@@ -27,6 +27,17 @@ class Received:
     def json(self) -> Any:
         return json.loads(self.body)
 
+    @classmethod
+    def read(cls, handler: BaseHTTPRequestHandler) -> Received:
+        """The request ``handler`` is answering, its body read whole."""
+        length = int(handler.headers.get("Content-Length", "0"))
+        return cls(
+            method=handler.command,
+            path=handler.path,
+            headers={name.lower(): value for name, value in handler.headers.items()},
+            body=handler.rfile.read(length),
+        )
+
 
 @dataclass
 class Receiver:
@@ -54,13 +65,7 @@ def receiver(
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length", "0"))
-            received = Received(
-                method=self.command,
-                path=self.path,
-                headers={name.lower(): value for name, value in self.headers.items()},
-                body=self.rfile.read(length),
-            )
+            received = Received.read(self)
             status = script.pop(0) if script else 200
             self.send_response(status)
             for name, value in extra_headers.items():
