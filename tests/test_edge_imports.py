@@ -4,6 +4,7 @@ worker's engines. Loading the edge app and every worker client imports none of t
 from __future__ import annotations
 
 import json
+import tomllib
 from pathlib import Path
 
 from tests.processes import clean_env, run_python
@@ -56,3 +57,26 @@ def test_edge_serve_names_each_missing_secret_and_never_starts(tmp_path: Path) -
     assert done.returncode == 2
     assert "TWILIO_AUTH_TOKEN" in done.stderr and "ACME_TTS_API_KEY" not in done.stderr
     assert "stts_secret_value" not in done.stderr + done.stdout
+
+
+def test_any_asgi_host_gets_the_app_from_the_environment(tmp_path: Path) -> None:
+    """``uvicorn edge.asgi:app``: uvicorn imports the module and looks ``app`` up, which builds
+    the edge from TTS_EDGE_CONFIG; importing the module alone reads nothing."""
+    config = tmp_path / "edge.json"
+    config.write_text(json.dumps(tomllib.loads(EDGE_TOML)))
+    probe = (
+        "import edge.asgi, uvicorn.importer as imp\n"
+        "app = imp.import_from_string('edge.asgi:app')\n"
+        "print(sorted(route.path for route in app.routes))"
+    )
+    env = {
+        **clean_env(tmp_path / "data"),
+        "TTS_EDGE_CONFIG": str(config),
+        "TWILIO_AUTH_TOKEN": "tw",
+        "ACME_TTS_API_KEY": "k",
+    }
+    done = run_python(env, "-c", probe)
+    assert done.returncode == 0, done.stderr
+    assert "/twilio/{business}/voice" in done.stdout and "/health" in done.stdout
+    bare = run_python(clean_env(tmp_path / "data"), "-c", "import edge.asgi")
+    assert bare.returncode == 0, bare.stderr  # no config needed just to import it
