@@ -2,6 +2,10 @@
 
 Identical misses in flight at once on one worker are synthesized once (single flight). Storing
 can fail without failing the job: a small result then comes back inline with a warning.
+
+An engine that fails (its breaker open, or failing still after its retries) hands the job to the
+next engine of its order, prepared anew: that engine's own cache entry is looked up and filled,
+never the primary's. The job fails only when no engine is left.
 """
 
 from __future__ import annotations
@@ -12,13 +16,14 @@ import uuid
 from dataclasses import dataclass
 
 from handlers.cache_hit import answer_from_cache, check_inline_size
-from handlers.prepare import PreparedSpeech
+from handlers.prepare import PreparedSpeech, prepare_fallback
 from handlers.render import render_whole
 from handlers.results import inline, ms_since, result, signed
 from shared.audio.encode import encode, pcm_duration_s
 from shared.cache import audio_cache
 from shared.cache.audio_cache import CacheEntry
-from shared.errors import StorageUnavailable
+from shared.engines.failover import failure_cause
+from shared.errors import EngineUnavailable, StorageUnavailable
 from shared.jobs import StageTimings, SynthesisResult
 from shared.storage.base import object_key
 from shared.worker import WorkerContext
@@ -44,7 +49,27 @@ class _Made:
 
 
 def synthesize(prepared: PreparedSpeech, ctx: WorkerContext) -> SynthesisResult:
-    """The job's whole file, as a signed URL or inline bytes."""
+    """The job's whole file, as a signed URL or inline bytes, from the first engine of its
+    order that speaks it."""
+    while True:
+        try:
+            return _synthesize_on(prepared, ctx)
+        except EngineUnavailable as failure:
+            fallback = prepare_fallback(prepared, ctx, failure)
+            if fallback is None:
+                raise
+            _log.warning(
+                "request %s: %s failed, %s speaks instead (%s)",
+                prepared.request_id,
+                prepared.engine.name,
+                fallback.engine.name,
+                failure,
+            )
+            ctx.metrics.fallback(prepared.engine.name, fallback.engine.name, failure_cause(failure))
+            prepared = fallback
+
+
+def _synthesize_on(prepared: PreparedSpeech, ctx: WorkerContext) -> SynthesisResult:
     slot = prepared.cache_slot
     if slot is None:
         return _deliver(prepared, ctx, _make_and_store(prepared, ctx), cached=False)
@@ -55,11 +80,11 @@ def synthesize(prepared: PreparedSpeech, ctx: WorkerContext) -> SynthesisResult:
     return _deliver(prepared, ctx, made, cached=not ran)
 
 
-def make_audio(prepared: PreparedSpeech) -> EncodedAudio:
-    """The whole file in the job's format."""
+def make_audio(prepared: PreparedSpeech, ctx: WorkerContext) -> EncodedAudio:
+    """The whole file in the job's format, made under the engine's breaker and retries."""
     engine = prepared.engine
     mark = time.perf_counter()
-    pcm = render_whole(prepared)
+    pcm = ctx.engines.guard(engine.name).run(lambda: render_whole(prepared))
     synth_ms = ms_since(mark)
     mark = time.perf_counter()
     data = encode(
@@ -74,7 +99,7 @@ def make_audio(prepared: PreparedSpeech) -> EncodedAudio:
 
 
 def _make_and_store(prepared: PreparedSpeech, ctx: WorkerContext) -> _Made:
-    audio = make_audio(prepared)
+    audio = make_audio(prepared, ctx)
     tenant, slot = prepared.tenant, prepared.cache_slot
     if slot is None and prepared.request.delivery == "base64":
         return _Made(audio=audio, stored_key=None, store_error=None)

@@ -35,6 +35,7 @@ from shared.jobs import (
     HealthJob,
     HealthResult,
     Job,
+    SpokenAs,
     SynthesisResult,
     SynthesizeJob,
     VoiceDeleted,
@@ -192,8 +193,11 @@ def _speak(
     prepared = replace(prepared, auth_ms=auth_ms + ms_since(charge_started))
     _describe(event, [prepared])
     if delivery == "stream":
-        return open_stream(prepared, ctx)
+        stream = open_stream(prepared, ctx)
+        _answered(event, stream.info)
+        return stream
     result = deliver.synthesize(prepared, ctx)
+    _answered(event, result)
     event.audio_s = result.duration_s
     event.audio_bytes = result.bytes
     event.cached = result.cached
@@ -237,6 +241,14 @@ def _describe(event: JobEvent, prepared: list[PreparedSpeech]) -> None:
     event.delivery = first.request.delivery
     event.streaming = first.request.delivery == "stream"
     event.chars = sum(one.chars for one in prepared)
+
+
+def _answered(event: JobEvent, spoken: SpokenAs) -> None:
+    """The engine and voice that spoke, and why, when it was not the order's primary."""
+    event.engine = spoken.engine
+    event.voice = spoken.voice
+    event.voice_version = spoken.voice_version
+    event.fallback_reason = spoken.fallback_reason
 
 
 class _LoggedChunks:

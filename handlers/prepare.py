@@ -1,23 +1,37 @@
 """Prepare: everything that can fail for a user is checked here, before any audio is made.
 
-A job's speech request (from a synthesize job or a greeting phrase) is checked against the chosen
-engine and the configuration: language, voice (resolved for the tenant, with its version and the
-engine's conditioning), format and rate, text length. The result says exactly what will be spoken
-and where its audio lives in the tenant's cache, so a stream never opens only to fail on a field.
+A job's speech request (from a synthesize job or a greeting phrase) is checked against the primary
+engine of its order (the tenant's, else the worker's) and the configuration: language, voice
+(resolved for the tenant, with its version and the engine's conditioning), format and rate, text
+length. The result says exactly what will be spoken and where its audio lives in the tenant's
+cache, so a stream never opens only to fail on a field. The caller's own mistakes are judged on
+the primary only: they never fail over.
+
+When an engine fails before the job's audio starts, ``prepare_fallback`` prepares the same request
+on the next engine of the order that speaks its language, keyed in the cache under that engine's
+own name, model and voice, so its audio never answers a later job of the primary.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from shared.audio.formats import FORMAT_SPECS, AudioFormat, FormatSpec, resolve_sample_rate
 from shared.cache.audio_cache import CacheSlot
 from shared.cache.keys import audio_cache_key
 from shared.engines.base import Engine, Voice
+from shared.engines.failover import failure_cause
 from shared.engines.runner import EngineRunner
-from shared.errors import InvalidInput, TextTooLong, UnsupportedFormat
+from shared.errors import (
+    InvalidInput,
+    TextTooLong,
+    TTSError,
+    UnsupportedByEngine,
+    UnsupportedFormat,
+    VoiceNotFound,
+)
 from shared.jobs import (
     Delivery,
     GreetingsGetJob,
@@ -29,6 +43,8 @@ from shared.jobs import (
 from shared.tenants.base import Tenant
 from shared.text.plan import PlanItem, Silence, plan_ssml, plan_text, spoken_chars
 from shared.worker import WorkerContext
+
+MAX_REASON_CHARS = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +114,10 @@ class PreparedSpeech:
     cache_slot: CacheSlot | None
     started: float
     auth_ms: float = 0.0
+    # The engines to try next, in order, should this one fail before its audio starts.
+    fallbacks: tuple[str, ...] = ()
+    # Why this engine speaks rather than the primary of the order (None: it is the primary).
+    fallback_reason: str | None = None
 
     @property
     def engine(self) -> Engine:
@@ -113,6 +133,7 @@ class PreparedSpeech:
             format=self.request.format,
             content_type=self.spec.content_type,
             sample_rate=self.out_rate,
+            fallback_reason=self.fallback_reason,
         )
 
 
@@ -124,12 +145,58 @@ def prepare(
     request_id: str,
     started: float | None = None,
 ) -> PreparedSpeech:
-    """Check ``request`` for ``tenant`` (already authenticated) on the worker's engine."""
+    """Check ``request`` for ``tenant`` (already authenticated) on the primary of its order."""
     started = time.perf_counter() if started is None else started
-    runner = ctx.engines.default  # per-tenant engine orders will choose here
-    engine = runner.engine
+    order = ctx.engines.order(tenant.engine_order if tenant is not None else None)
+    runner = ctx.engines.runner(order[0])
+    runner.engine.segment_limit(request.language)  # the language, checked before the voice
+    voice = ctx.voices.resolve(tenant, runner.engine, request.voice)
+    speech = _Speech(request, tenant, request_id, started)
+    return _checked(speech, ctx, runner, voice, fallbacks=tuple(order[1:]), reason=None)
+
+
+def prepare_fallback(
+    prepared: PreparedSpeech, ctx: WorkerContext, failure: BaseException
+) -> PreparedSpeech | None:
+    """The job on the next engine left in its order that speaks its language (in the job's
+    voice if that engine has it, else in its default voice, and the reason says so); None when
+    no engine is left. ``failure`` is why ``prepared``'s engine could not speak it."""
+    request = prepared.request
+    reason = _joined(prepared.fallback_reason, f"{prepared.engine.name}: {failure_cause(failure)}")
+    speech = _Speech(request, prepared.tenant, prepared.request_id, prepared.started)
+    for index, name in enumerate(prepared.fallbacks):
+        runner = ctx.engines.runner(name)
+        rest = prepared.fallbacks[index + 1 :]
+        try:
+            voice, note = _fallback_voice(ctx, prepared.tenant, runner.engine, request.voice)
+            fallback = _checked(
+                speech, ctx, runner, voice, fallbacks=rest, reason=_joined(reason, note)
+            )
+        except TTSError:  # this engine cannot speak the request at all: the next one may
+            continue
+        return replace(fallback, auth_ms=prepared.auth_ms)
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Speech:
+    request: SpeechRequest
+    tenant: Tenant | None
+    request_id: str
+    started: float
+
+
+def _checked(
+    speech: _Speech,
+    ctx: WorkerContext,
+    runner: EngineRunner,
+    voice: Voice,
+    *,
+    fallbacks: tuple[str, ...],
+    reason: str | None,
+) -> PreparedSpeech:
+    request, tenant, engine = speech.request, speech.tenant, runner.engine
     limit = engine.segment_limit(request.language)  # the one language check
-    voice = ctx.voices.resolve(tenant, engine, request.voice)
     spec = FORMAT_SPECS[request.format]
     out_rate = resolve_sample_rate(request.format, request.sample_rate, engine.sample_rate)
     if request.delivery == "stream" and not spec.streamable:
@@ -162,7 +229,7 @@ def prepare(
     return PreparedSpeech(
         request=request,
         tenant=tenant,
-        request_id=request_id,
+        request_id=speech.request_id,
         runner=runner,
         voice=voice,
         spec=spec,
@@ -170,8 +237,28 @@ def prepare(
         plan=plan,
         chars=chars,
         cache_slot=slot,
-        started=started,
+        started=speech.started,
+        fallbacks=fallbacks,
+        fallback_reason=reason,
     )
+
+
+def _fallback_voice(
+    ctx: WorkerContext, tenant: Tenant | None, engine: Engine, voice_id: str | None
+) -> tuple[Voice, str | None]:
+    """A voice id names one engine's voice: another engine speaks it if it has it, else with
+    its own default voice (and a note saying so)."""
+    try:
+        return ctx.voices.resolve(tenant, engine, voice_id), None
+    except (VoiceNotFound, UnsupportedByEngine):
+        default = ctx.voices.resolve(tenant, engine, None)
+        return default, f"{engine.name} has no voice {voice_id}: spoke {default.id}"
+
+
+def _joined(reason: str | None, more: str | None) -> str | None:
+    """Reasons chained in the order they happened, bounded (a usage row keeps 200 chars)."""
+    parts = [part for part in (reason, more) if part]
+    return "; ".join(parts)[:MAX_REASON_CHARS] if parts else None
 
 
 def _canonical_plan(plan: list[PlanItem]) -> str:

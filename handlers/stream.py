@@ -4,6 +4,10 @@ The engine renders on its own thread; this side encodes and hands chunks on, so 
 the caller reads, the engine serves other jobs meanwhile. Closing the stream (or dropping it)
 cancels its render. A cached file is replayed as it is stored; streams read the cache but do
 not fill it. Chunks carry raw bytes: splitting and base64 are the transport's business.
+
+A stream speaks with the first engine of its order whose breaker admits it (the stream's outcome
+counts on that breaker); it cannot switch engines once open, since its start already named the
+engine and voice, so a failure part way fails the stream as it would with one engine.
 """
 
 from __future__ import annotations
@@ -12,10 +16,11 @@ import time
 from collections.abc import Callable, Iterator
 
 from handlers.cache_hit import cached_stream_audio
-from handlers.prepare import PreparedSpeech
+from handlers.prepare import PreparedSpeech, prepare_fallback
 from handlers.render import render_stream
 from handlers.results import ms_since
 from shared.audio.encode import StreamEncoder, open_stream_encoder, pcm_duration_s
+from shared.engines.failover import CircuitOpen, EngineGuard, engine_failure
 from shared.engines.runner import RenderStream
 from shared.jobs import AudioChunk, SpokenAs, StageTimings, StreamSummary
 from shared.worker import WorkerContext
@@ -51,22 +56,51 @@ class AudioStream:
 def open_stream(prepared: PreparedSpeech, ctx: WorkerContext) -> AudioStream:
     """The stream, already under way: the encoder is open and the render queued, so the engine
     starts at once and anything that can fail here fails before the first chunk."""
-    cached = cached_stream_audio(prepared, ctx)
-    if cached is not None:
-        entry, data = cached
-        timings = StageTimings(auth_ms=prepared.auth_ms)
-        last = _summary(prepared, len(data), entry.duration_s, timings, cached=True)
-        return AudioStream(prepared.spoken_as(), iter([AudioChunk(data, last)]))
-    request, engine = prepared.request, prepared.engine
+    replay = _replay(prepared, ctx)
+    if replay is not None:
+        return replay
+    admitted = _admitted(prepared, ctx)
+    if admitted is not prepared:
+        replay = _replay(admitted, ctx)
+        if replay is not None:
+            return replay
+    request, engine = admitted.request, admitted.engine
     encoder = open_stream_encoder(
-        request.format, in_rate=engine.sample_rate, out_rate=prepared.out_rate
+        request.format, in_rate=engine.sample_rate, out_rate=admitted.out_rate
     )
-    render = render_stream(prepared)
-    return AudioStream(prepared.spoken_as(), _synthesized(prepared, encoder, render), render.close)
+    render = render_stream(admitted)
+    guard = ctx.engines.guard(engine.name)
+    chunks = _synthesized(admitted, encoder, render, guard)
+    return AudioStream(admitted.spoken_as(), chunks, render.close)
+
+
+def _replay(prepared: PreparedSpeech, ctx: WorkerContext) -> AudioStream | None:
+    cached = cached_stream_audio(prepared, ctx)
+    if cached is None:
+        return None
+    entry, data = cached
+    timings = StageTimings(auth_ms=prepared.auth_ms)
+    last = _summary(prepared, len(data), entry.duration_s, timings, cached=True)
+    return AudioStream(prepared.spoken_as(), iter([AudioChunk(data, last)]))
+
+
+def _admitted(prepared: PreparedSpeech, ctx: WorkerContext) -> PreparedSpeech:
+    """The job on the first engine of its order whose breaker lets a call through; the last
+    engine's ``CircuitOpen`` when none does."""
+    while True:
+        guard = ctx.engines.guard(prepared.engine.name)
+        if guard.admits():
+            return prepared
+        skipped = CircuitOpen(f"the {guard.name} engine is failing: skipped while it recovers")
+        fallback = prepare_fallback(prepared, ctx, skipped)
+        if fallback is None:
+            raise skipped
+        ctx.metrics.fallback(prepared.engine.name, fallback.engine.name, CircuitOpen.reason)
+        prepared = fallback
 
 
 def _synthesized(
-    prepared: PreparedSpeech, encoder: StreamEncoder, render: RenderStream
+    prepared: PreparedSpeech, encoder: StreamEncoder, render: RenderStream, guard: EngineGuard
 ) -> Iterator[AudioChunk]:
     samples = sent = 0
     synth_ms = encode_ms = 0.0
@@ -82,8 +116,13 @@ def _synthesized(
                 sent += len(data)
                 yield AudioChunk(data)
             mark = time.perf_counter()
+    except Exception as exc:
+        if engine_failure(exc):
+            guard.record(exc)
+        raise
     finally:
         render.close()
+    guard.record(None)
     encode_mark = time.perf_counter()
     tail = encoder.close()
     encode_ms += ms_since(encode_mark)

@@ -43,6 +43,7 @@ class StreamItem(BaseModel):
     duration_s: float | None = None
     bytes: int | None = None
     timings: StageTimings | None = None
+    fallback_reason: str | None = None
 
 
 def take_credentials(raw_input: object) -> tuple[ApiKeyCredentials, object]:
@@ -132,6 +133,7 @@ def stream_items(stream: AudioStream) -> Iterator[JobItem]:
                             "duration_s": summary.duration_s,
                             "bytes": summary.bytes,
                             "timings": summary.timings,
+                            "fallback_reason": summary.fallback_reason,
                         }
                     )
                 if piece or summary is not None:

@@ -34,6 +34,18 @@ def add_tenant_commands(commands: argparse._SubParsersAction) -> None:  # type: 
     _limit_arguments(limits, TenantLimits(None, None, None, None))
     limits.set_defaults(tenant_command=_set_limits)
 
+    engines = actions.add_parser(
+        "set-engines",
+        help="the engines the tenant's jobs try, primary first, e.g. xtts,elevenlabs",
+    )
+    engines.add_argument("tenant_id")
+    order = engines.add_mutually_exclusive_group(required=True)
+    order.add_argument("--order", type=_engine_list, help="comma-separated engine names")
+    order.add_argument(
+        "--worker-order", action="store_true", help="clear it: use the worker's TTS_ENGINES"
+    )
+    engines.set_defaults(tenant_command=_set_engines)
+
     usage = actions.add_parser("usage", help="a tenant's usage totals per day")
     usage.add_argument("tenant_id")
     usage.add_argument("--days", type=int, default=30)
@@ -90,6 +102,15 @@ def _set_limits(args: argparse.Namespace, store: TenantStore) -> None:
     print(_describe(store.set_limits(args.tenant_id, _limits(args, current.limits))))
 
 
+def _engine_list(value: str) -> list[str]:
+    return [name.strip() for name in value.split(",") if name.strip()]
+
+
+def _set_engines(args: argparse.Namespace, store: TenantStore) -> None:
+    order = None if args.worker_order else args.order
+    print(_describe(store.set_engine_order(args.tenant_id, order)))
+
+
 def _usage(args: argparse.Namespace, store: TenantStore) -> None:
     days = store.usage_by_day(args.tenant_id, args.days)  # an unknown tenant fails first
     print("day         requests  failed  chars     audio_s   bytes")
@@ -112,4 +133,5 @@ def _describe(tenant: Tenant) -> str:
         f"  chars/month={shown(limits.monthly_char_quota)}"
         f"  per-minute={shown(limits.requests_per_minute)}"
         f"  per-hour={shown(limits.requests_per_hour)}  max-voices={shown(limits.max_voices)}"
+        f"  engines={','.join(tenant.engine_order) if tenant.engine_order else 'worker'}"
     )

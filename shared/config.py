@@ -144,6 +144,34 @@ class Settings(BaseSettings):
     )
     url_ttl_s: int = Field(900, ge=MIN_URL_TTL_S, le=MAX_URL_TTL_S)
 
+    # --- failover -----------------------------------------------------------------------------
+    # Several engines in one worker: a job tries its tenant's order (else this one) and moves on
+    # to the next engine when one fails before its audio starts (shared/engines/failover.py).
+    engines: str | None = Field(
+        None,
+        pattern=r"^\s*[a-z]+\s*(,\s*[a-z]+\s*)*$",
+        description="Comma-separated engines to load, the first the default, e.g. "
+        "xtts,elevenlabs; unset: TTS_ENGINE alone.",
+    )
+    breaker_failures: int = Field(
+        5, ge=1, le=1000, description="Engine failures in a row that open its circuit breaker."
+    )
+    breaker_open_s: float = Field(
+        30.0, gt=0, le=3600, description="How long an open breaker skips its engine before a probe."
+    )
+    retry_attempts: int = Field(
+        3, ge=1, le=10, description="Tries of one engine call for a retryable vendor error."
+    )
+    retry_backoff_s: float = Field(
+        0.2, ge=0, le=10, description="First backoff between tries (doubling), without Retry-After."
+    )
+    retry_max_wait_s: float = Field(
+        2.0,
+        ge=0,
+        le=60,
+        description="Longest wait between tries; a vendor's Retry-After above it fails over now.",
+    )
+
     # --- worker -------------------------------------------------------------------------------
     concurrency: int = Field(1, ge=1, le=64, description="Jobs per RunPod worker at once.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -217,6 +245,13 @@ class Settings(BaseSettings):
         description="Plain http and loopback hosts, for local development only; "
         "private ranges stay refused.",
     )
+
+    @property
+    def engine_names(self) -> list[str]:
+        """The engines to load, the default first: TTS_ENGINES, else TTS_ENGINE alone."""
+        if self.engines is None:
+            return [self.engine]
+        return list(dict.fromkeys(name.strip() for name in self.engines.split(",")))
 
     @property
     def cors_origin_list(self) -> list[str]:

@@ -340,7 +340,9 @@ def _coded_error(exc: ValidationError) -> TTSError:
         return TextTooLong(message, field=field)
     if "reference_too_large" in kinds:
         return ReferenceTooLarge(message, field=field)
-    if fields & {"format", "sample_rate"} and fields <= {"format", "sample_rate"}:
+    # A format field on a job that takes none is an unknown field, not an unsupported format.
+    format_fields = fields & {"format", "sample_rate"} and fields <= {"format", "sample_rate"}
+    if format_fields and "extra_forbidden" not in kinds:
         return UnsupportedFormat(message, field=field)
     return InvalidInput(message, field=field)
 
@@ -373,6 +375,8 @@ class SpokenAs(BaseModel):
     format: AudioFormat
     content_type: str
     sample_rate: int
+    # Why ``engine`` spoke instead of the primary of the tenant's order (None: it did).
+    fallback_reason: str | None = None
 
 
 class SynthesisResult(SpokenAs):

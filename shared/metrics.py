@@ -10,8 +10,8 @@ Labels are bounded sets only: action, engine, outcome (``ok``, an error code or 
 format, delivery, cached, result. Never a tenant id, a key or text: each would make a series
 per tenant or per sentence (cardinality) and put who said what on a dashboard (privacy).
 
-Planned with failover and the edge, not made yet: fallbacks by engine and reason, breaker state
-per engine, and the edge's webhook latency by response type (``<Play>``, ``<Say>``, stream).
+Failover reports each fallback (the engine that failed, the one tried next, a bounded cause) and
+each breaker transition per engine (0 closed, 1 half-open, 2 open).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ AUDIO_LABELS = ("engine", "format", "cached")
 OK = "ok"
 # A job refused before it was described (a bad key, a malformed field) has no engine yet.
 NONE = "none"
+BREAKER_STATES = {"closed": 0, "half-open": 1, "open": 2}
 
 
 class WorkerMetrics:
@@ -88,6 +89,19 @@ class WorkerMetrics:
             registry=registry,
         )
 
+        self._fallbacks = Counter(
+            "tts_engine_fallbacks",
+            "Jobs moved on from a failing engine to the next one in their order.",
+            ["from_engine", "to_engine", "cause"],
+            registry=registry,
+        )
+        self._breaker = Gauge(
+            "tts_engine_breaker_state",
+            "Each engine's circuit breaker: 0 closed, 1 half-open, 2 open.",
+            ["engine"],
+            registry=registry,
+        )
+
     def job_started(self) -> None:
         self._active_jobs.inc()
 
@@ -119,6 +133,12 @@ class WorkerMetrics:
 
     def cache_lookup(self, engine: str, *, hit: bool) -> None:
         self._cache.labels(engine, _result(hit)).inc()
+
+    def fallback(self, from_engine: str, to_engine: str, cause: str) -> None:
+        self._fallbacks.labels(from_engine, to_engine, cause).inc()
+
+    def breaker_state(self, engine: str, state: str) -> None:
+        self._breaker.labels(engine).set(BREAKER_STATES[state])
 
     def auth_cache_lookup(self, hit: bool) -> None:
         self._auth_cache.labels(_result(hit)).inc()

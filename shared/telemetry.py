@@ -28,6 +28,8 @@ class JobEvent(BaseModel):
     tenant_id: str | None = None
     operator: bool = False
     engine: str | None = None
+    # Why ``engine`` answered rather than the primary of the job's order (None: it was).
+    fallback_reason: str | None = None
     voice: str | None = None
     voice_version: str | None = None
     language: str | None = None
@@ -61,6 +63,7 @@ def usage_record(event: JobEvent) -> UsageRecord:
         audio_seconds=event.audio_s,
         latency_ms=event.latency_ms,
         engine=event.engine,
+        fallback_reason=event.fallback_reason,
         voice=event.voice,
         voice_version=event.voice_version,
         format=event.format,

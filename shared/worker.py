@@ -7,7 +7,7 @@ call ``build_worker``; handlers receive the result and never build anything them
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +15,7 @@ from shared.cache.single_flight import SingleFlight
 from shared.config import Settings
 from shared.engines.base import Engine
 from shared.engines.engine_set import EngineSet
+from shared.engines.failover import FailoverPolicy
 from shared.engines.registry import load_engine
 from shared.engines.vendors import vendor_configs
 from shared.errors import InvalidInput
@@ -106,9 +107,10 @@ def build_storage(settings: Settings) -> AudioStore:
     return LocalAudioStore(settings.audio_dir, base_url=settings.public_base_url, secret=secret)
 
 
-def build_engine(settings: Settings) -> Engine:
+def build_engine(settings: Settings, kind: str | None = None) -> Engine:
+    """The engine ``kind`` names (default: ``TTS_ENGINE``) from the settings."""
     return load_engine(
-        settings.engine,
+        kind or settings.engine,
         xtts_model_dir=settings.xtts_model_dir,
         xtts_device=settings.xtts_device,
         xtts_max_audio_tokens=settings.xtts_max_audio_tokens,
@@ -119,28 +121,51 @@ def build_engine(settings: Settings) -> Engine:
     )
 
 
+def build_engines(settings: Settings, metrics: WorkerMetrics) -> EngineSet:
+    """Every engine of ``TTS_ENGINES`` (or ``TTS_ENGINE``), with the failover policy."""
+    return engine_set(
+        [build_engine(settings, kind) for kind in settings.engine_names], settings, metrics
+    )
+
+
+def engine_set(engines: Sequence[Engine], settings: Settings, metrics: WorkerMetrics) -> EngineSet:
+    policy = FailoverPolicy(
+        breaker_failures=settings.breaker_failures,
+        breaker_open_s=settings.breaker_open_s,
+        retry_attempts=settings.retry_attempts,
+        retry_backoff_s=settings.retry_backoff_s,
+        retry_max_wait_s=settings.retry_max_wait_s,
+    )
+    return EngineSet(engines, policy=policy, on_state=metrics.breaker_state)
+
+
 def build_worker(
     settings: Settings | None = None,
     *,
     engine: Engine | None = None,
+    engines: Sequence[Engine] | None = None,
     tenants: TenantStore | None = None,
     storage: AudioStore | None = None,
     metrics: WorkerMetrics | None = None,
 ) -> WorkerContext:
-    """Load the engine (the slow part of a cold start) and open the stores; what this call
+    """Load the engines (the slow part of a cold start) and open the stores; what this call
     opened is closed again if a later step fails (a store passed in stays the caller's).
+    ``engine`` or ``engines`` (the default first) replace the configured ones.
     ``metrics`` may share a registry with the process's other parts; by default it is new."""
     settings = settings or Settings()
     metrics = metrics or WorkerMetrics()
     opened_tenants = tenants is None
     tenants = tenants or build_tenant_store(settings, metrics.auth_cache_lookup)
     try:
-        engines = EngineSet([engine or build_engine(settings)])
+        given = list(engines or ()) or ([engine] if engine is not None else [])
+        engine_group = (
+            engine_set(given, settings, metrics) if given else build_engines(settings, metrics)
+        )
         try:
             storage = storage or build_storage(settings)
             return WorkerContext(
                 settings=settings,
-                engines=engines,
+                engines=engine_group,
                 tenants=tenants,
                 storage=storage,
                 usage=UsageWriter(tenants.write_usage),
@@ -148,7 +173,7 @@ def build_worker(
                 metrics=metrics,
             )
         except BaseException:
-            engines.close()
+            engine_group.close()
             raise
     except BaseException:
         if opened_tenants:

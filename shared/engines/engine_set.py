@@ -1,27 +1,47 @@
-"""The engines one worker speaks with, each behind its own runner thread.
+"""The engines one worker speaks with, each behind its own runner thread and its own guard.
 
-One engine is configured today, and every job speaks with the default; the set is the seam for
-more (vendor engines, per-tenant engine orders): handlers ask the set for an engine and never
-hold a single global one.
+The worker's order (``TTS_ENGINES``, the first the default) is every job's order unless its
+tenant has one of its own; handlers ask the set for a job's order and the runner and guard of
+each engine in it, and never hold a single global engine.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
 from shared.engines.base import Engine
+from shared.engines.failover import EngineGuard, FailoverPolicy, StateListener
 from shared.engines.runner import EngineRunner
 from shared.errors import EngineUnavailable
 
 
 class EngineSet:
-    def __init__(self, engines: Sequence[Engine], *, default: str | None = None) -> None:
+    def __init__(
+        self,
+        engines: Sequence[Engine],
+        *,
+        default: str | None = None,
+        policy: FailoverPolicy | None = None,
+        on_state: StateListener | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         if not engines:
             raise EngineUnavailable("a worker needs at least one engine")
+        names = [engine.name for engine in engines]
+        if len(set(names)) != len(names):
+            raise EngineUnavailable(f"an engine is loaded twice: {', '.join(names)}")
         self._runners = {engine.name: EngineRunner(engine) for engine in engines}
         self._default = default or engines[0].name
         if self._default not in self._runners:
             raise EngineUnavailable(f"the default engine {self._default!r} is not loaded")
+        policy = policy or FailoverPolicy()
+        self._guards = {
+            name: EngineGuard(name, policy, on_state=on_state, sleep=sleep) for name in names
+        }
+        if on_state is not None:
+            for name in names:
+                on_state(name, self._guards[name].state)
 
     @property
     def default(self) -> EngineRunner:
@@ -30,6 +50,21 @@ class EngineSet:
     @property
     def names(self) -> list[str]:
         return list(self._runners)
+
+    def runner(self, name: str) -> EngineRunner:
+        return self._runners[name]
+
+    def guard(self, name: str) -> EngineGuard:
+        return self._guards[name]
+
+    def order(self, preferred: Sequence[str] | None = None) -> list[str]:
+        """The engines to try, primary first: the loaded ones of ``preferred`` (a tenant's
+        order) in its order, else the worker's own (the default first). An order naming no
+        engine this worker loaded is the worker's order, so a job is never left without one."""
+        chosen = [name for name in dict.fromkeys(preferred or ()) if name in self._runners]
+        if chosen:
+            return chosen
+        return [self._default, *(name for name in self._runners if name != self._default)]
 
     def close(self) -> None:
         for runner in self._runners.values():

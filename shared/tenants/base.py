@@ -44,6 +44,8 @@ class Tenant:
     key_prefix: str
     created_at: datetime
     limits: TenantLimits = field(default_factory=TenantLimits)
+    # Engines to try, primary first (None: the worker's order).
+    engine_order: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +82,8 @@ class UsageRecord:
     error_code: str | None = None
     job_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     voice_version: str | None = None
+    # Why ``engine`` answered instead of the tenant's primary (None: the primary did).
+    fallback_reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +123,11 @@ class TenantStore(Protocol):
         ...
 
     def set_limits(self, tenant_id: str, limits: TenantLimits) -> Tenant: ...
+
+    def set_engine_order(self, tenant_id: str, order: Sequence[str] | None) -> Tenant:
+        """The engines the tenant's jobs try, primary first (None: the worker's order);
+        ``InvalidInput`` for a name ``check_engine_order`` refuses."""
+        ...
 
     def list_tenants(self) -> Sequence[Tenant]: ...
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import unicodedata
+from collections.abc import Sequence
 
 from shared.errors import Conflict, InvalidInput, QuotaExceeded, RateLimited
 
@@ -11,6 +13,8 @@ _NAME_RULE = (
     f"use 1-{MAX_NAME_CHARS} characters, not only whitespace, and no control characters"
     " (newlines and tabs included)"
 )
+MAX_ENGINE_ORDER = 8
+_ENGINE_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 
 
 def check_chars(chars: int) -> None:
@@ -45,3 +49,19 @@ def quota_exceeded(chars: int, used: int, quota: int | None) -> QuotaExceeded:
     return QuotaExceeded(
         f"{chars} characters would exceed the monthly quota ({used} of {quota} used)"
     )
+
+
+def check_engine_order(order: Sequence[str] | None) -> tuple[str, ...] | None:
+    """A tenant's engine order as stored: names of engines (``xtts``, ``elevenlabs``...), each
+    once, at most ``MAX_ENGINE_ORDER``; None or empty is the worker's own order. Engines a
+    worker has not loaded are skipped when a job runs, so the names are not checked here."""
+    if not order:
+        return None
+    if len(order) > MAX_ENGINE_ORDER:
+        raise InvalidInput(f"an engine order names at most {MAX_ENGINE_ORDER} engines")
+    for name in order:
+        if not _ENGINE_NAME.fullmatch(name):
+            raise InvalidInput(f"{name!r} is not an engine name (lowercase letters, digits, _ -)")
+    if len(set(order)) != len(order):
+        raise InvalidInput("an engine order names each engine once")
+    return tuple(order)

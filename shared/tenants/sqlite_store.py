@@ -8,6 +8,7 @@ processes, as the Postgres RPCs are across workers.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import uuid
@@ -23,6 +24,7 @@ from shared.tenants.base import DailyUsage, IssuedKey, Tenant, TenantLimits, Usa
 from shared.tenants.cache import TtlCache
 from shared.tenants.decisions import (
     check_chars,
+    check_engine_order,
     check_name,
     name_taken,
     quota_exceeded,
@@ -45,7 +47,7 @@ from shared.tenants.windows import (
 # files made before it was set) have every table rebuilt on open, keeping the columns both
 # definitions share: SQLite cannot ALTER a constraint. A new column needs a default, or a source
 # in _DERIVED_COLUMNS.
-SCHEMA_VERSION = 2  # 2: voices
+SCHEMA_VERSION = 3  # 2: voices; 3: engine orders, fallback reasons
 _TABLES = {
     "tenants": """
         CREATE TABLE {name} (
@@ -58,6 +60,7 @@ _TABLES = {
             requests_per_minute INTEGER,
             requests_per_hour INTEGER,
             max_voices INTEGER DEFAULT 10,
+            engine_order TEXT,
             created_at TEXT NOT NULL,
             updated_at TEXT NOT NULL
         )""",
@@ -102,6 +105,7 @@ _TABLES = {
             audio_seconds REAL NOT NULL,
             latency_ms REAL NOT NULL,
             engine TEXT,
+            fallback_reason TEXT,
             voice TEXT,
             voice_version TEXT,
             format TEXT,
@@ -125,13 +129,14 @@ _DROPPED_TABLES = ("rate_windows",)
 
 _COLUMNS = (
     "id, name, active, key_prefix, created_at,"
-    " monthly_char_quota, requests_per_minute, requests_per_hour, max_voices"
+    " monthly_char_quota, requests_per_minute, requests_per_hour, max_voices, engine_order"
 )
 _VOICE_COLUMNS = ", ".join(voices.VOICE_COLUMNS)
 _REJECTED = "invalid or disabled API key"
 _USAGE_COLUMNS = (
     "tenant_id, job_id, request_id, action, input_chars, audio_bytes, audio_seconds, latency_ms,"
-    " engine, voice, voice_version, format, delivery, cached, streaming, error_code, created_at"
+    " engine, voice, voice_version, format, delivery, cached, streaming, error_code, created_at,"
+    " fallback_reason"
 )
 
 Clock = Callable[[], datetime]
@@ -235,6 +240,12 @@ class SqliteTenantStore:
             " max_voices = ?",
             astuple(limits),
         )
+        return self.get_tenant(tenant_id)
+
+    def set_engine_order(self, tenant_id: str, order: Sequence[str] | None) -> Tenant:
+        checked = check_engine_order(order)
+        stored = None if checked is None else json.dumps(list(checked))
+        self._update(tenant_id, "engine_order = ?", (stored,))
         return self.get_tenant(tenant_id)
 
     def list_tenants(self) -> Sequence[Tenant]:
@@ -556,6 +567,7 @@ def _tenant(row: tuple[object, ...]) -> Tenant:
             requests_per_hour=_optional_int(row[7]),
             max_voices=_optional_int(row[8]),
         ),
+        engine_order=None if row[9] is None else tuple(json.loads(str(row[9]))),
     )
 
 
@@ -586,4 +598,5 @@ def _usage_values(row: UsageRecord) -> tuple[object, ...]:
         int(row.streaming),
         row.error_code,
         row.created_at.astimezone(UTC).isoformat(),
+        row.fallback_reason,
     )

@@ -41,6 +41,7 @@ from shared.tenants.base import DailyUsage, IssuedKey, Tenant, TenantLimits, Usa
 from shared.tenants.cache import TtlCache
 from shared.tenants.decisions import (
     check_chars,
+    check_engine_order,
     check_name,
     name_taken,
     quota_exceeded,
@@ -53,7 +54,7 @@ _log = logging.getLogger(__name__)
 
 _TENANT_COLUMNS = (
     "id, name, active, key_prefix, created_at, monthly_char_quota, requests_per_minute,"
-    " requests_per_hour, max_voices"
+    " requests_per_hour, max_voices, engine_order"
 )
 _VOICE_COLUMNS = ", ".join(voices.VOICE_COLUMNS)
 _REJECTED = "invalid or disabled API key"
@@ -215,6 +216,10 @@ class SupabaseTenantStore:
 
     def set_limits(self, tenant_id: str, limits: TenantLimits) -> Tenant:
         return self._update(tenant_id, asdict(limits))
+
+    def set_engine_order(self, tenant_id: str, order: Sequence[str] | None) -> Tenant:
+        checked = check_engine_order(order)
+        return self._update(tenant_id, {"engine_order": None if checked is None else list(checked)})
 
     def list_tenants(self) -> Sequence[Tenant]:
         rows = self._run(self._client.table("tenants").select(_TENANT_COLUMNS).order("created_at"))
@@ -451,6 +456,7 @@ def _tenant(row: Mapping[str, Any]) -> Tenant:
             requests_per_hour=row["requests_per_hour"],
             max_voices=row["max_voices"],
         ),
+        engine_order=None if row.get("engine_order") is None else tuple(row["engine_order"]),
     )
 
 
@@ -483,6 +489,7 @@ def _usage_row(row: UsageRecord) -> dict[str, Any]:
         "audio_seconds": row.audio_seconds,
         "latency_ms": row.latency_ms,
         "engine": row.engine,
+        "fallback_reason": row.fallback_reason,
         "voice": row.voice,
         "voice_version": row.voice_version,
         "format": row.format,
