@@ -33,6 +33,7 @@ from shared.config import load_modal_deploy_settings, load_settings
 from shared.engines.base import Engine
 from shared.engines.xtts import XttsEngine
 from shared.engines.xtts_weights import download_xtts_v2
+from shared.error_reports import init_worker_error_reports
 from shared.errors import InvalidInput, TTSError
 from shared.jobs import ApiKeyCredentials
 from shared.worker import WorkerContext, build_engine, build_worker
@@ -167,6 +168,7 @@ class ServerlessTTS:
         CUDA when there is one), one warm-up there, then the stores and the engine thread, made
         here because network clients and threads should not cross a snapshot."""
         settings = load_settings()
+        init_worker_error_reports()  # with SENTRY_DSN (a Modal Secret) only
         if isinstance(self.engine, XttsEngine):  # Piper runs on the CPU: nothing to move
             self.engine.to_device(settings.xtts_device)
             if settings.xtts_warmup:

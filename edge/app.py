@@ -7,6 +7,9 @@
 - ``POST continue``: where a streamed turn carries on.
 - ``POST say``: text an app already has, as TwiML.
 - ``WS media``: the Media Stream of a streamed turn.
+
+And ``GET /metrics``, the operator's Prometheus figures, behind the token ``metrics_token_env``
+names (without it: 404).
 """
 
 from __future__ import annotations
@@ -14,20 +17,26 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.routing import Route, WebSocketRoute
 
 from edge import calls
 from edge.config import EdgeSettings
-from edge.routes import health, media, webhook
+from edge.metrics import EdgeMetrics
+from edge.routes import health, media, metrics, webhook
 from edge.state import EdgeState
 from edge.workers.base import WorkerClient
 
 
-def create_edge_app(settings: EdgeSettings, worker: WorkerClient) -> Starlette:
-    """The app, its state on ``app.state.edge`` (counters included). It owns ``worker``: the
-    client is closed, and work left running is cancelled, when the app shuts down."""
+def create_edge_app(
+    settings: EdgeSettings, worker: WorkerClient, *, registry: CollectorRegistry | None = None
+) -> Starlette:
+    """The app, its state on ``app.state.edge`` (counters included), its Prometheus figures on
+    ``registry`` (default: one of its own). It owns ``worker``: the client is closed, and work
+    left running is cancelled, when the app shuts down."""
     edge = EdgeState.build(settings, worker)
+    edge.counters.metrics = EdgeMetrics(registry)
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -38,6 +47,7 @@ def create_edge_app(settings: EdgeSettings, worker: WorkerClient) -> Starlette:
     app = Starlette(
         routes=[
             Route("/health", health, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
             Route(f"{prefix}/voice", webhook("voice", calls.voice), methods=["POST"]),
             Route(f"{prefix}/gather", webhook("gather", calls.gather), methods=["POST"]),
             Route(f"{prefix}/continue", webhook("continue", calls.carry_on), methods=["POST"]),

@@ -90,6 +90,10 @@ class EdgeConfig(BaseModel):
         le=5_000,
         description="How long an incoming call waits for the cached greeting before <Say>.",
     )
+    metrics_token_env: EnvName | None = Field(
+        None,
+        description="The variable holding the operator's token for GET /metrics (unset: 404).",
+    )
     worker: WorkerConfig
     businesses: dict[str, BusinessConfig] = Field(min_length=1)
 
@@ -113,6 +117,7 @@ class Secrets(BaseModel):
     tenant_keys: dict[str, SecretStr]  # business -> its tenant API key
     worker_key: SecretStr | None = None  # RunPod's API key
     modal_token: tuple[SecretStr, SecretStr] | None = None  # Modal proxy auth id, secret
+    metrics_token: SecretStr | None = None  # the operator's, for GET /metrics
 
 
 class EdgeSettings(BaseModel):
@@ -161,6 +166,7 @@ def read_secrets(config: EdgeConfig, environ: Mapping[str, str]) -> Secrets:
     if worker.kind == "runpod" and worker.api_key_env is None:
         raise EdgeConfigError("worker: kind runpod needs api_key_env (the RunPod API key)")
     modal_id, modal_secret = secret(worker.token_id_env), secret(worker.token_secret_env)
+    metrics_token = secret(config.metrics_token_env)
     if missing:
         raise EdgeConfigError("missing from the environment: " + ", ".join(sorted(set(missing))))
     assert token is not None
@@ -169,6 +175,7 @@ def read_secrets(config: EdgeConfig, environ: Mapping[str, str]) -> Secrets:
         tenant_keys={business: key for business, key in keys.items() if key is not None},
         worker_key=worker_key,
         modal_token=(modal_id, modal_secret) if modal_id and modal_secret else None,
+        metrics_token=metrics_token,
     )
 
 

@@ -1,5 +1,6 @@
 """What the edge tells an operator: one JSON log line per webhook (``voice.webhook``) and per
-Media Stream (``voice.stream``), and in-process counters the metrics work can export.
+Media Stream (``voice.stream``), in-process counters, and the app's Prometheus figures
+(``edge.metrics``), all fed here so a log line and a metric can never disagree.
 
 Nothing secret or personal goes in: no key, no signature, no caller number, no speech or reply
 text; a call is named by its CallSid only.
@@ -14,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from pydantic import BaseModel
+
+from edge.metrics import EdgeMetrics
 
 EDGE_LOGGER = "serverless_tts.edge"
 _log = logging.getLogger(EDGE_LOGGER)
@@ -57,13 +60,14 @@ class StreamEvent(BaseModel):
 
 @dataclass
 class EdgeCounters:
-    """Totals since start, as plain counters (a Prometheus exporter can read them later)."""
+    """Totals since start, as plain counters, and the same events as Prometheus figures."""
 
     webhooks: int = 0
     responses: Counter[str] = field(default_factory=Counter)  # by response type
     fallbacks: Counter[str] = field(default_factory=Counter)  # by reason
     refusals: Counter[int] = field(default_factory=Counter)  # by HTTP status
     streams: Counter[str] = field(default_factory=Counter)  # by outcome
+    metrics: EdgeMetrics = field(default_factory=EdgeMetrics)
 
     def snapshot(self) -> dict[str, object]:
         return {
@@ -82,6 +86,7 @@ def record_webhook(counters: EdgeCounters, event: WebhookEvent) -> None:
         counters.fallbacks[event.fallback_reason] += 1
     if event.status != 200:
         counters.refusals[event.status] += 1
+    counters.metrics.webhook(event)
     _log.info(event.model_dump_json())
 
 
@@ -89,6 +94,7 @@ def record_stream(counters: EdgeCounters, event: StreamEvent) -> None:
     counters.streams[event.outcome] += 1
     if event.fallback_reason is not None:
         counters.fallbacks[event.fallback_reason] += 1
+    counters.metrics.stream(event)
     _log.info(event.model_dump_json())
 
 

@@ -1,17 +1,21 @@
 """The edge's HTTP surface: each webhook read and checked (``webhook``), answered by the call
-flow (``calls``) as TwiML, and logged as one ``voice.webhook`` event, whatever happened."""
+flow (``calls``) as TwiML, and logged as one ``voice.webhook`` event, whatever happened; and
+the operator's ``GET /metrics``."""
 
 from __future__ import annotations
 
+import hmac
 import logging
 import time
 from collections.abc import Awaitable, Callable
 
+from prometheus_client.exposition import choose_encoder
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.websockets import WebSocket
 
 from edge.calls import Answer
+from edge.error_reports import tagged
 from edge.events import WebhookEvent, record_webhook
 from edge.media import media_stream
 from edge.state import EdgeState
@@ -59,17 +63,22 @@ def webhook(route: str, handler: CallHandler, *, allow_json: bool = False) -> En
 
 async def _answer(call: Webhook, edge: EdgeState, handler: CallHandler) -> Answer:
     try:
-        return await handler(call, edge)
+        with tagged(business=call.business):  # an error reported meanwhile names its business
+            return await handler(call, edge)
     except Refused:
         raise
     except Exception:  # a bug must still leave the caller on a live call
-        _log.exception("the %s call flow failed; saying the fallback text", call.business)
+        with tagged(business=call.business):
+            _log.exception("the %s call flow failed; saying the fallback text", call.business)
         twiml = listen(edge.url(call.business, "gather"), say=call.config.fallback_text)
         return Answer(twiml, "say", fallback_reason="edge_error")
 
 
 async def media(websocket: WebSocket) -> None:
-    await media_stream(websocket, websocket.app.state.edge)
+    edge: EdgeState = websocket.app.state.edge
+    name = websocket.path_params["business"]
+    with tagged(business=name if name in edge.settings.config.businesses else None):
+        await media_stream(websocket, edge)
 
 
 async def health(_request: Request) -> Response:
@@ -79,3 +88,24 @@ async def health(_request: Request) -> Response:
 
 def _ms_since(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 1)
+
+
+async def metrics(request: Request) -> Response:
+    """The Prometheus figures, for the operator's scraper only: ``Authorization: Bearer`` and
+    the token ``metrics_token_env`` names (else 401); with no token configured, 404, like a
+    route that is not there, so an edge deployed without thinking about it leaks nothing."""
+    edge: EdgeState = request.app.state.edge
+    token = edge.settings.secrets.metrics_token
+    if token is None:
+        return PlainTextResponse("Not Found", status_code=404)
+    scheme, _, given = request.headers.get("authorization", "").strip().partition(" ")
+    expected = token.get_secret_value().encode()
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
+        return PlainTextResponse(
+            "GET /metrics needs the operator's metrics token as a Bearer token",
+            status_code=401,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    # The client library's own negotiation: OpenMetrics when the scraper asks for it.
+    encode, content_type = choose_encoder(request.headers.get("accept", ""))
+    return Response(encode(edge.counters.metrics.registry), media_type=content_type)

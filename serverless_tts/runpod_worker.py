@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from serverless_tts.runpod_shapes import JobItem, OutputItems, error_string, output_items, run_job
+from shared.error_reports import init_worker_error_reports
 from shared.errors import TTSError
 from shared.metrics import log_metrics_event
 from shared.worker import WorkerContext
@@ -80,6 +81,7 @@ def is_local_test_run(argv: Sequence[str], environ: Mapping[str, str]) -> bool:
 def runpod_config(
     ctx: WorkerContext, argv: Sequence[str], environ: Mapping[str, str]
 ) -> dict[str, Any]:
+    init_worker_error_reports(environ)  # with SENTRY_DSN only
     local = is_local_test_run(argv, environ)
     concurrency = ctx.settings.concurrency
     return {

@@ -35,6 +35,7 @@ from serverless_tts.web.openapi_doc import install_openapi
 from serverless_tts.web.v1_audio import AUDIO_HEADERS
 from serverless_tts.web.webhooks import Webhooks
 from shared.config import load_settings
+from shared.error_reports import init_worker_error_reports
 from shared.jobs import HealthResult
 from shared.worker import WorkerContext, build_worker
 
@@ -45,6 +46,7 @@ def create_app(
     """An app around ``ctx``, or around a worker built from the environment at startup;
     ``webhook_sleep`` waits between webhook attempts (tests record instead of waiting)."""
     settings = ctx.settings if ctx is not None else load_settings()
+    init_worker_error_reports()  # with SENTRY_DSN only
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -223,13 +223,15 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
+        # A route's own refusal (an unknown job id, a bad signed URL) carries a code on every
+        # surface, RunPod's included, so a client can tell them apart without the message.
         assert isinstance(exc, StarletteHTTPException)
-        if surface_for(request.url.path) is Surface.RUNPOD:
-            return JSONResponse(
-                {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
-            )
         err: TTSError = (
-            NotFound(str(exc.detail)) if exc.status_code == 404 else InvalidInput(str(exc.detail))
+            NotFound(str(exc.detail))
+            if exc.status_code == 404
+            else Unauthorized(str(exc.detail))
+            if exc.status_code in (401, 403)
+            else InvalidInput(str(exc.detail))
         )
         reply = error_reply(err, path=request.url.path, headers=exc.headers)
         reply.status_code = exc.status_code
