@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -159,12 +160,12 @@ class SqliteTenantStore:
         except sqlite3.Error as exc:
             raise InternalError(f"cannot open the tenant database at {path}") from exc
         try:
-            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA busy_timeout=5000")
+            _use_wal(self._db)
             # Every job commits its request-log entry: in WAL mode NORMAL syncs at checkpoints,
             # not at each commit (safe against a crash of the process; a power cut may lose the
             # last entries, which the embedded dev store can afford).
             self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA busy_timeout=5000")
             _migrate(self._db)
             self._db.execute("PRAGMA foreign_keys=ON")
         except BaseException as exc:
@@ -429,6 +430,26 @@ class SqliteTenantStore:
 
     def _now(self) -> str:
         return self._clock().isoformat()
+
+
+# Switching a file to WAL needs it to itself for a moment; SQLite answers a second process
+# switching at the same instant with "database is locked" at once, without its busy handler.
+_WAL_ATTEMPTS = 50
+_WAL_PAUSE_S = 0.1
+
+
+def _use_wal(db: sqlite3.Connection) -> None:
+    """Put the file in WAL mode (it stays so), waiting out another process doing the same."""
+    for attempt in range(_WAL_ATTEMPTS):
+        try:
+            if str(db.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
+                return
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == _WAL_ATTEMPTS - 1:
+                raise
+            time.sleep(_WAL_PAUSE_S)
 
 
 def _migrate(db: sqlite3.Connection) -> None:

@@ -311,7 +311,9 @@ def test_a_speed_the_engine_speaks_is_used(client: openai.OpenAI) -> None:
     ratio = probe_duration_s(ffprobe_json(fast, "wav")) / probe_duration_s(
         ffprobe_json(normal, "wav")
     )
-    assert 0.4 < ratio < 0.7
+    # Twice as fast is about half as long; Piper draws its phoneme durations with noise, so a
+    # run lands anywhere near 0.5 (0.71 was seen once), never near the 1.0 of speed ignored.
+    assert 0.35 < ratio < 0.8
 
 
 # --- voices -------------------------------------------------------------------------------------

@@ -446,11 +446,15 @@ def test_unknown_tenants_are_not_found_and_disabled_ones_create_nothing(
 
 
 def make_version_1_file(path: Path) -> None:
-    """A file as the store left it at schema version 1: version 2 only added the voices table
-    (the test below fails at the next version bump, so this is revisited then)."""
+    """A file as the store left it at schema version 1: version 2 added the voices table,
+    version 3 a tenant's engine order and a usage row's fallback reason (a later bump that
+    adds more makes the inserts below fail, so this is revisited then)."""
     SqliteTenantStore(path).close()
     old = sqlite3.connect(path)
-    old.executescript("DROP TABLE voices; PRAGMA user_version = 1;")
+    old.executescript(
+        "DROP TABLE voices; ALTER TABLE tenants DROP COLUMN engine_order;"
+        " ALTER TABLE usage_logs DROP COLUMN fallback_reason; PRAGMA user_version = 1;"
+    )
     old.close()
 
 
@@ -473,7 +477,7 @@ def test_a_version_1_file_gains_voices_and_keeps_its_tenants_and_usage(tmp_path:
     old.close()
 
     store = SqliteTenantStore(path)
-    assert store._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert store._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     tenant = store.authenticate(api_key)
     assert (tenant.id, tenant.limits.max_voices) == ("t-acme", 1)
     assert store.usage_by_day(tenant.id)[0].input_chars == 12
