@@ -104,17 +104,23 @@ def _make_and_store(prepared: PreparedSpeech, ctx: WorkerContext) -> _Made:
     if slot is None and prepared.request.delivery == "base64":
         return _Made(audio=audio, stored_key=None, store_error=None)
     assert tenant is not None  # prepare refuses url delivery without a tenant
+    started = time.perf_counter()
     try:
         if slot is not None:
             entry = CacheEntry(duration_s=audio.duration_s, bytes=len(audio.data))
             audio_cache.fill(ctx.storage, slot, entry, audio.data, prepared.spec.content_type)
-            return _Made(audio=audio, stored_key=slot.audio_key, store_error=None)
-        key = object_key(tenant.id, prepared.engine.name, uuid.uuid4().hex, prepared.spec.extension)
-        ctx.storage.put(key, audio.data, prepared.spec.content_type)
-        return _Made(audio=audio, stored_key=key, store_error=None)
+            stored = slot.audio_key
+        else:
+            stored = object_key(
+                tenant.id, prepared.engine.name, uuid.uuid4().hex, prepared.spec.extension
+            )
+            ctx.storage.put(stored, audio.data, prepared.spec.content_type)
     except StorageUnavailable as err:
+        ctx.metrics.storage_upload(time.perf_counter() - started, ok=False)
         _log.warning("storing audio failed for request %s: %s", prepared.request_id, err)
         return _Made(audio=audio, stored_key=None, store_error=err)
+    ctx.metrics.storage_upload(time.perf_counter() - started, ok=True)
+    return _Made(audio=audio, stored_key=stored, store_error=None)
 
 
 def _deliver(

@@ -95,6 +95,13 @@ class WorkerMetrics:
             ["from_engine", "to_engine", "cause"],
             registry=registry,
         )
+        self._uploads = Histogram(
+            "tts_storage_upload_seconds",
+            "Storing one job's audio (and its cache entry), by outcome.",
+            ["outcome"],
+            buckets=FIRST_AUDIO_BUCKETS,
+            registry=registry,
+        )
         self._breaker = Gauge(
             "tts_engine_breaker_state",
             "Each engine's circuit breaker: 0 closed, 1 half-open, 2 open.",
@@ -139,6 +146,9 @@ class WorkerMetrics:
 
     def breaker_state(self, engine: str, state: str) -> None:
         self._breaker.labels(engine).set(BREAKER_STATES[state])
+
+    def storage_upload(self, seconds: float, *, ok: bool) -> None:
+        self._uploads.labels(outcome="ok" if ok else "failed").observe(seconds)
 
     def auth_cache_lookup(self, hit: bool) -> None:
         self._auth_cache.labels(_result(hit)).inc()

@@ -16,6 +16,7 @@ from shared.config import Settings
 from shared.engines.base import Engine
 from shared.jobs import ApiKeyCredentials
 from shared.metrics import WorkerMetrics
+from shared.storage.s3 import S3AudioStore
 from shared.tenants.base import UNLIMITED
 from shared.tenants.cache import TtlCache
 from shared.worker import WorkerContext, build_worker
@@ -118,3 +119,21 @@ def test_a_worker_counts_its_tenant_stores_auth_cache(
         assert value(ctx, "tts_auth_cache_lookups_total", {"result": "hit"}) == 2
     finally:
         ctx.close()
+
+
+def test_storing_audio_is_timed_by_outcome(
+    settings: Settings, piper_engine: Engine, dead_s3_store: S3AudioStore
+) -> None:
+    """A url job's upload is observed as ok; with storage down, as failed (the job still
+    answers, inline with a warning)."""
+    for storage, outcome in ((None, "ok"), (dead_s3_store, "failed")):
+        ctx = build_worker(settings, engine=piper_engine, storage=storage)
+        try:
+            key = ctx.tenants.create_tenant(f"uploads-{outcome}", UNLIMITED).api_key
+            [result] = run_job({"api_key": key, "text": "Store me.", "delivery": "url"}, ctx)
+            assert ("warning" in result) == (outcome == "failed")
+            labels = {"outcome": outcome}
+            assert value(ctx, "tts_storage_upload_seconds_count", labels) == 1
+            assert value(ctx, "tts_storage_upload_seconds_sum", labels) > 0
+        finally:
+            ctx.close()
