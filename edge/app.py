@@ -35,8 +35,7 @@ def create_edge_app(
     """The app, its state on ``app.state.edge`` (counters included), its Prometheus figures on
     ``registry`` (default: one of its own). It owns ``worker``: the client is closed, and work
     left running is cancelled, when the app shuts down."""
-    edge = EdgeState.build(settings, worker)
-    edge.counters.metrics = EdgeMetrics(registry)
+    edge = EdgeState.build(settings, worker, metrics=EdgeMetrics(registry))
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:

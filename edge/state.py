@@ -10,6 +10,7 @@ import httpx
 from edge.background import Background
 from edge.config import BusinessConfig, EdgeSettings
 from edge.events import EdgeCounters
+from edge.metrics import EdgeMetrics
 from edge.responder import Reply, Responder
 from edge.signature import TwilioSignatures, websocket_base
 from edge.turns import Turns
@@ -28,7 +29,9 @@ class EdgeState:
     counters: EdgeCounters = field(default_factory=EdgeCounters)
 
     @classmethod
-    def build(cls, settings: EdgeSettings, worker: WorkerClient) -> EdgeState:
+    def build(
+        cls, settings: EdgeSettings, worker: WorkerClient, *, metrics: EdgeMetrics | None = None
+    ) -> EdgeState:
         token = settings.secrets.twilio_auth_token
         # Redirects are not followed: a responder that moved answers with its new URL in the
         # configuration, not through a hop the edge cannot vet.
@@ -40,6 +43,7 @@ class EdgeState:
             responder=Responder(http),
             signatures=TwilioSignatures(token, settings.config.public_base_url),
             turns=Turns(token),
+            counters=EdgeCounters(metrics=metrics or EdgeMetrics()),
         )
 
     def url(self, business: str, route: str) -> str:
