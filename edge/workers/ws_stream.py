@@ -114,6 +114,11 @@ async def _receive(ws: ClientConnection, timeout_s: float, *, started: bool) -> 
 
 def _closed(exc: ConnectionClosed, *, started: bool) -> WorkerError:
     code = exc.rcvd.code if exc.rcvd is not None else None
+    if not started and code is not None and 4000 <= code < 5000 and exc.rcvd is not None:
+        # A refusal whose error message was lost to the close (the worker refuses a wrong key
+        # right after the upgrade, which may be before the job is even sent): the close reason
+        # is the error code.
+        return coded_error(plain_code(exc.rcvd.reason), WHERE)
     # After the start the job ran and was cut short; before it, the worker never answered.
     return WorkerError(
         "failed" if started else "unavailable", f"{WHERE}: closed ({code}) before done"

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import ExitStack, suppress
 
 import pytest
+from websockets.asyncio.server import ServerConnection, serve
 
 from edge.workers.base import WorkerError
 from edge.workers.build import build_worker_client
@@ -231,3 +232,20 @@ async def test_build_makes_an_http_client_for_the_configured_url(served: Served,
     url = await client.synthesize_url(speech(key, "Built from the configuration."))
     await client.aclose()
     assert served.http.get(url).headers["content-type"] == "audio/mpeg"
+
+
+async def test_a_refusal_closed_before_the_job_is_sent_keeps_its_code() -> None:
+    """The worker refuses a wrong key right after the upgrade, so its error message and close
+    may beat the job onto the wire: the close (4401, reason the code) alone says refused."""
+
+    async def refuse(connection: ServerConnection) -> None:
+        await connection.close(4401, "unauthorized")
+
+    async with serve(refuse, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        worker = HttpWorker(f"http://127.0.0.1:{port}", timeout_s=30, retries=3)
+        with pytest.raises(WorkerError) as refused:
+            async for _ in worker.stream(speech("tts_key", "Anyone there?", "mulaw")):
+                pass
+        await worker.aclose()
+    assert refused.value.reason == "refused" and "unauthorized" in refused.value.message
