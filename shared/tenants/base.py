@@ -57,6 +57,17 @@ class IssuedKey:
 
 
 @dataclass(frozen=True, slots=True)
+class AllowanceLease:
+    """Requests and characters of one tenant, reserved in the store for a worker to spend in
+    its own memory (see ``shared.tenants.leases``)."""
+
+    id: str
+    tenant: Tenant
+    requests: int
+    chars: int
+
+
+@dataclass(frozen=True, slots=True)
 class UsageRecord:
     """One dispatched job, billed or not: exactly one row per (tenant_id, job_id).
 
@@ -174,3 +185,29 @@ class TenantStore(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class LeasingStore(TenantStore, Protocol):
+    """A store that can also lease allowance: both stores are one."""
+
+    def lease_allowance(
+        self,
+        tenant_id: str,
+        *,
+        requests: int,
+        chars: int,
+        need_chars: int,
+        ttl_s: float,
+        settle: tuple[AllowanceLease, int, int] | None = None,
+    ) -> AllowanceLease:
+        """Reserve 1 to ``requests`` requests and ``need_chars`` to ``chars`` characters for
+        ``ttl_s`` seconds, in one atomic step under the limits ``authorize`` applies, refusing as
+        it does (same errors, retry-after and used counts) when not even one request of
+        ``need_chars`` fits. ``settle`` (a lease with its spent requests and characters) is
+        returned first in the same step, and stays returned whatever the answer."""
+        ...
+
+    def return_allowance(self, lease: AllowanceLease, used_requests: int, used_chars: int) -> None:
+        """Give back what ``lease`` did not spend. Idempotent: a lease returned (or settled)
+        already is left alone, so a retried return never refunds twice."""
+        ...

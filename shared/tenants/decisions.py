@@ -14,12 +14,25 @@ _NAME_RULE = (
     " (newlines and tabs included)"
 )
 MAX_ENGINE_ORDER = 8
+# As lease_allowance's bound in supabase/migrations/.
+MAX_LEASE_TTL_S = 3600
 _ENGINE_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 
 
 def check_chars(chars: int) -> None:
     if chars < 0:
         raise InvalidInput("character count must not be negative")
+
+
+def check_lease(requests: int, chars: int, need_chars: int, ttl_s: float) -> None:
+    """A lease holds at least one request, room for the job at hand, for a bounded time."""
+    check_chars(need_chars)
+    if requests < 1:
+        raise InvalidInput("a lease holds at least one request")
+    if chars < need_chars:
+        raise InvalidInput("a lease must hold at least the characters of the job at hand")
+    if not 0 < ttl_s <= MAX_LEASE_TTL_S:
+        raise InvalidInput(f"a lease lasts more than 0 and at most {MAX_LEASE_TTL_S} s")
 
 
 def check_name(name: str) -> None:

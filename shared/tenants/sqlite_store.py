@@ -4,6 +4,13 @@ RunPod run, with the same behaviour as the Supabase store (limits, quotas, usage
 WAL mode lets those processes read and write it at once; ``BEGIN IMMEDIATE`` makes each
 authorization, and each voice creation within ``max_voices``, one atomic step across
 processes, as the Postgres RPCs are across workers.
+
+Leases (``lease_allowance``) are reserved the same way the Postgres RPC reserves them: their
+requests logged at the lease's end and their characters counted at once. What a lease holds is
+kept in this object's memory, not in the file: a lease belongs to the process that took it, and
+one the process dies holding counts as spent, as in Postgres. A lease's log entries are the
+tenant's entries stamped at its end; entries of one tenant at one instant are alike, so settling
+removes or re-stamps that many of them.
 """
 
 from __future__ import annotations
@@ -15,17 +22,25 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import astuple
+from dataclasses import astuple, dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from shared.errors import AuthUnavailable, InternalError, NotFound, Unauthorized
+from shared.errors import AuthUnavailable, InternalError, NotFound, TTSError, Unauthorized
 from shared.tenants import voices
-from shared.tenants.base import DailyUsage, IssuedKey, Tenant, TenantLimits, UsageRecord
+from shared.tenants.base import (
+    AllowanceLease,
+    DailyUsage,
+    IssuedKey,
+    Tenant,
+    TenantLimits,
+    UsageRecord,
+)
 from shared.tenants.cache import TtlCache
 from shared.tenants.decisions import (
     check_chars,
     check_engine_order,
+    check_lease,
     check_name,
     name_taken,
     quota_exceeded,
@@ -143,6 +158,18 @@ _USAGE_COLUMNS = (
 Clock = Callable[[], datetime]
 
 
+@dataclass(frozen=True, slots=True)
+class _Reserved:
+    """What an open lease added to the file: ``requests`` log entries at ``at_us``, ``chars``
+    in ``month``'s counter."""
+
+    tenant_id: str
+    month: str
+    at_us: int
+    requests: int
+    chars: int
+
+
 class SqliteTenantStore:
     def __init__(
         self,
@@ -153,7 +180,8 @@ class SqliteTenantStore:
         on_auth_lookup: Callable[[bool], None] | None = None,
     ) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
+        # Reentrant: a lease's bookkeeping is held across the transaction it commits with.
+        self._lock = threading.RLock()
         self._clock = clock
         try:
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
@@ -177,6 +205,8 @@ class SqliteTenantStore:
         # disabled key stops working within one TTL.
         # on_auth_lookup hears each key lookup's hit or miss (the worker's metrics).
         self._cache: TtlCache[Tenant] = TtlCache(cache_ttl_s, on_lookup=on_auth_lookup)
+        # This process's open leases, by id (guarded by _lock, as every transaction is).
+        self._leases: dict[str, _Reserved] = {}
 
     def authenticate(self, api_key: str) -> Tenant:
         parsed = parse_api_key(api_key)
@@ -205,6 +235,78 @@ class SqliteTenantStore:
             tenant = _active(found)
             _charge(db, tenant, chars, now)
         return tenant
+
+    def lease_allowance(
+        self,
+        tenant_id: str,
+        *,
+        requests: int,
+        chars: int,
+        need_chars: int,
+        ttl_s: float,
+        settle: tuple[AllowanceLease, int, int] | None = None,
+    ) -> AllowanceLease:
+        check_lease(requests, chars, need_chars, ttl_s)
+        now = self._clock()
+        refusal: TTSError | None = None
+        with self._lock:  # held across the transaction: no other thread settles in between
+            with self._transaction(immediate=True) as db:
+                if settle is not None:
+                    self._settle(db, *settle, now_us=epoch_us(now))
+                # A refusal must not roll the settle back: it is raised once the step commits.
+                try:
+                    found = _tenant_by_id(db, tenant_id)
+                    if found is None:
+                        raise Unauthorized(_REJECTED)
+                    tenant = _active(found)
+                    reserved = _reserve(db, tenant, requests, chars, need_chars, ttl_s, now)
+                except TTSError as exc:
+                    refusal = exc
+            # Committed: only now does this process hold (or no longer hold) the leases.
+            if settle is not None:
+                self._leases.pop(settle[0].id, None)
+            if refusal is not None:
+                raise refusal
+            lease_id = uuid.uuid4().hex
+            self._leases[lease_id] = reserved
+        return AllowanceLease(
+            id=lease_id, tenant=tenant, requests=reserved.requests, chars=reserved.chars
+        )
+
+    def return_allowance(self, lease: AllowanceLease, used_requests: int, used_chars: int) -> None:
+        now_us = epoch_us(self._clock())
+        with self._lock:
+            with self._transaction(immediate=True) as db:
+                self._settle(db, lease, used_requests, used_chars, now_us=now_us)
+            self._leases.pop(lease.id, None)
+
+    def _settle(
+        self,
+        db: sqlite3.Connection,
+        lease: AllowanceLease,
+        used_requests: int,
+        used_chars: int,
+        *,
+        now_us: int,
+    ) -> None:
+        """Take back what ``lease`` did not spend; re-stamp what it spent at ``now_us`` (never
+        earlier than it was spent). Nothing for a lease settled already."""
+        reserved = self._leases.get(lease.id)
+        if reserved is None:
+            return
+        unspent = reserved.requests - min(max(used_requests, 0), reserved.requests)
+        unspent_chars = reserved.chars - min(max(used_chars, 0), reserved.chars)
+        entries = "SELECT rowid FROM request_log WHERE tenant_id = ? AND at_us = ? LIMIT ?"
+        key = (reserved.tenant_id, reserved.at_us)
+        db.execute(f"DELETE FROM request_log WHERE rowid IN ({entries})", (*key, unspent))
+        db.execute(
+            f"UPDATE request_log SET at_us = min(at_us, ?) WHERE rowid IN ({entries})",
+            (now_us, *key, reserved.requests - unspent),
+        )
+        db.execute(
+            "UPDATE monthly_chars SET chars = chars - ? WHERE tenant_id = ? AND month = ?",
+            (unspent_chars, reserved.tenant_id, reserved.month),
+        )
 
     def create_tenant(self, name: str, limits: TenantLimits | None = None) -> IssuedKey:
         check_name(name)
@@ -522,8 +624,52 @@ def _active(tenant: Tenant) -> Tenant:
 
 def _charge(db: sqlite3.Connection, tenant: Tenant, chars: int, now: datetime) -> None:
     """Refuse (charging nothing) or log the request and count its characters in the month."""
+    now_us, month = epoch_us(now), month_key(now)
+    _check_limits(db, tenant, chars, now_us, month)
+    # Logged even when both windows are unlimited, so a limit set later starts from the truth.
+    db.execute("INSERT INTO request_log (tenant_id, at_us) VALUES (?, ?)", (tenant.id, now_us))
+    _count(db, tenant.id, now_us, month, chars)
+
+
+def _reserve(
+    db: sqlite3.Connection,
+    tenant: Tenant,
+    requests: int,
+    chars: int,
+    need_chars: int,
+    ttl_s: float,
+    now: datetime,
+) -> _Reserved:
+    """Refuse as ``_charge`` does unless one request of ``need_chars`` fits; else reserve as
+    many requests (up to ``requests``) as both windows have room for and as many characters (up
+    to ``chars``) as the quota has, the requests logged at the lease's end."""
+    now_us, month = epoch_us(now), month_key(now)
+    used = _check_limits(db, tenant, need_chars, now_us, month)
     limits = tenant.limits
-    now_us = epoch_us(now)
+    room = [
+        _window_free(db, tenant.id, limit, length_s, now_us)
+        for length_s, limit in (
+            (MINUTE_S, limits.requests_per_minute),
+            (HOUR_S, limits.requests_per_hour),
+        )
+    ]
+    granted = min([requests, *(free for free in room if free is not None)])
+    if limits.monthly_char_quota is not None:
+        chars = min(chars, limits.monthly_char_quota - used)
+    at_us = now_us + round(ttl_s * US_PER_S)
+    db.executemany(
+        "INSERT INTO request_log (tenant_id, at_us) VALUES (?, ?)", [(tenant.id, at_us)] * granted
+    )
+    _count(db, tenant.id, now_us, month, chars)
+    return _Reserved(tenant.id, month, at_us, granted, chars)
+
+
+def _check_limits(
+    db: sqlite3.Connection, tenant: Tenant, chars: int, now_us: int, month: str
+) -> int:
+    """Raise the refusal one more request of ``chars`` gets, if any; else the characters used
+    in the month (0 when the quota is unlimited)."""
+    limits = tenant.limits
     windows = (
         (MINUTE_S, limits.requests_per_minute, "per-minute"),
         (HOUR_S, limits.requests_per_hour, "per-hour"),
@@ -532,25 +678,43 @@ def _charge(db: sqlite3.Connection, tenant: Tenant, chars: int, now: datetime) -
         retry = _window_retry_after_s(db, tenant.id, limit, length_s, now_us)
         if retry is not None:
             raise rate_limited(label, limit, retry)
-    month = month_key(now)
-    if limits.monthly_char_quota is not None:
-        row = db.execute(
-            "SELECT chars FROM monthly_chars WHERE tenant_id = ? AND month = ?", (tenant.id, month)
-        ).fetchone()
-        used = row[0] if row else 0
-        if used + chars > limits.monthly_char_quota:
-            raise quota_exceeded(chars, used, limits.monthly_char_quota)
-    # Logged even when both windows are unlimited, so a limit set later starts from the truth.
-    db.execute("INSERT INTO request_log (tenant_id, at_us) VALUES (?, ?)", (tenant.id, now_us))
+    if limits.monthly_char_quota is None:
+        return 0  # not read: nothing depends on it
+    row = db.execute(
+        "SELECT chars FROM monthly_chars WHERE tenant_id = ? AND month = ?", (tenant.id, month)
+    ).fetchone()
+    used = int(row[0]) if row else 0
+    if used + chars > limits.monthly_char_quota:
+        raise quota_exceeded(chars, used, limits.monthly_char_quota)
+    return used
+
+
+def _count(db: sqlite3.Connection, tenant_id: str, now_us: int, month: str, chars: int) -> None:
+    """Forget log entries no window reads any more; add ``chars`` to the month's counter."""
     db.execute(
         "DELETE FROM request_log WHERE tenant_id = ? AND at_us <= ?",
-        (tenant.id, now_us - KEPT_S * US_PER_S),
+        (tenant_id, now_us - KEPT_S * US_PER_S),
     )
     db.execute(
         "INSERT INTO monthly_chars (tenant_id, month, chars) VALUES (?, ?, ?)"
         " ON CONFLICT DO UPDATE SET chars = chars + excluded.chars",
-        (tenant.id, month, chars),
+        (tenant_id, month, chars),
     )
+
+
+def _window_free(
+    db: sqlite3.Connection, tenant_id: str, limit: int | None, length_s: int, now_us: int
+) -> int | None:
+    """How many more requests fit in the window (None: unlimited); counts at most ``limit``
+    index entries. Entries stamped after now (open leases) count too."""
+    if limit is None:
+        return None
+    (inside,) = db.execute(
+        "SELECT count(*) FROM (SELECT 1 FROM request_log WHERE tenant_id = ? AND at_us > ?"
+        " LIMIT ?)",
+        (tenant_id, now_us - length_s * US_PER_S, max(limit, 0)),
+    ).fetchone()
+    return max(limit - int(inside), 0)
 
 
 def _window_retry_after_s(

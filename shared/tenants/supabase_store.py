@@ -4,7 +4,9 @@ Every worker shares one database, so the rate windows and the monthly quota hold
 ``authorize`` is a single RPC (``authorize_tenant``, see ``supabase/migrations/``) that locks
 the tenant's row, checks and records in one transaction. ``create_voice`` is one RPC too
 (``create_voice``): it locks the same row, counts the tenant's voices and inserts, so
-``max_voices`` holds across workers. ``authenticate`` answers from an in-process cache first
+``max_voices`` holds across workers. ``lease_allowance`` and ``return_allowance`` (RPCs of the same
+names) reserve and give back a worker's allowance under the same row lock and checks.
+``authenticate`` answers from an in-process cache first
 (hits and misses alike), so a warm job pays no round trip.
 
 Failure policy: if the database cannot be reached, a tenant this process has recently
@@ -37,11 +39,19 @@ from shared.errors import (
     Unauthorized,
 )
 from shared.tenants import voices
-from shared.tenants.base import DailyUsage, IssuedKey, Tenant, TenantLimits, UsageRecord
+from shared.tenants.base import (
+    AllowanceLease,
+    DailyUsage,
+    IssuedKey,
+    Tenant,
+    TenantLimits,
+    UsageRecord,
+)
 from shared.tenants.cache import TtlCache
 from shared.tenants.decisions import (
     check_chars,
     check_engine_order,
+    check_lease,
     check_name,
     name_taken,
     quota_exceeded,
@@ -184,6 +194,56 @@ class SupabaseTenantStore:
             )
             return cached
         return self._decide(tenant_uuid, chars, _mapping(result))
+
+    def lease_allowance(
+        self,
+        tenant_id: str,
+        *,
+        requests: int,
+        chars: int,
+        need_chars: int,
+        ttl_s: float,
+        settle: tuple[AllowanceLease, int, int] | None = None,
+    ) -> AllowanceLease:
+        check_lease(requests, chars, need_chars, ttl_s)
+        try:
+            tenant_uuid = str(uuid.UUID(tenant_id))
+        except ValueError as exc:
+            raise Unauthorized(_REJECTED) from exc
+        params: dict[str, Any] = {
+            "p_tenant_id": tenant_uuid,
+            "p_requests": requests,
+            "p_chars": chars,
+            "p_need_chars": need_chars,
+            "p_ttl_s": ttl_s,
+        }
+        if settle is not None:
+            lease, used_requests, used_chars = settle
+            params |= {
+                "p_settle_lease_id": lease.id,
+                "p_used_requests": used_requests,
+                "p_used_chars": used_chars,
+            }
+        result = _mapping(self._run(self._client.rpc("lease_allowance", params)))
+        if result.get("decision") != "leased":
+            self._refuse(tenant_uuid, need_chars, result)
+        lease_row = _mapping(result.get("lease"))
+        return AllowanceLease(
+            id=str(lease_row["id"]),
+            tenant=_tenant(_mapping(result.get("tenant"))),
+            requests=int(lease_row["requests"]),
+            chars=int(lease_row["chars"]),
+        )
+
+    def return_allowance(self, lease: AllowanceLease, used_requests: int, used_chars: int) -> None:
+        params = {
+            "p_lease_id": lease.id,
+            "p_used_requests": used_requests,
+            "p_used_chars": used_chars,
+        }
+        decision = _mapping(self._run(self._client.rpc("return_allowance", params))).get("decision")
+        if decision not in ("returned", "unknown_lease"):
+            raise InternalError(f"return_allowance returned an unknown decision {decision!r}")
 
     def create_tenant(self, name: str, limits: TenantLimits | None = None) -> IssuedKey:
         check_name(name)
@@ -337,15 +397,19 @@ class SupabaseTenantStore:
         raise Unauthorized(_REJECTED)
 
     def _decide(self, tenant_id: str, chars: int, result: Mapping[str, Any]) -> Tenant:
+        if result.get("decision") == "allowed":
+            return _tenant(_mapping(result.get("tenant")))
+        self._refuse(tenant_id, chars, result)
+
+    def _refuse(self, tenant_id: str, chars: int, result: Mapping[str, Any]) -> NoReturn:
+        """The error for a decision of ``authorize_tenant`` or ``lease_allowance`` that is not
+        an admission; each limit's wording and retry-after as both RPCs report them."""
         decision = result.get("decision")
         if decision in ("unknown_tenant", "inactive"):
             # Not admitted by the outage policy either, should the database go away next.
             self._authenticated.discard(tenant_id)
             raise Unauthorized(_REJECTED)
-        tenant = _tenant(_mapping(result.get("tenant")))
-        if decision == "allowed":
-            return tenant
-        limits = tenant.limits
+        limits = _tenant(_mapping(result.get("tenant"))).limits
         if decision == "rate_limited_minute":
             retry = int(result["retry_after_s"])
             raise rate_limited("per-minute", limits.requests_per_minute, retry)
@@ -353,7 +417,7 @@ class SupabaseTenantStore:
             raise rate_limited("per-hour", limits.requests_per_hour, int(result["retry_after_s"]))
         if decision == "quota_exceeded":
             raise quota_exceeded(chars, int(result["used"]), limits.monthly_char_quota)
-        raise InternalError(f"authorize_tenant returned an unknown decision {decision!r}")
+        raise InternalError(f"the tenant database returned an unknown decision {decision!r}")
 
     def _update(self, tenant_id: str, columns: Mapping[str, Any]) -> Tenant:
         rows = self._run(
