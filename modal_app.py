@@ -177,7 +177,9 @@ class ServerlessTTS:
 
     @modal.exit()
     def stop(self) -> None:
-        self.worker.close()  # every pending usage row is written before the container goes
+        # Inputs still running get TTS_SHUTDOWN_GRACE_S to end (new ones are refused, 503),
+        # then every pending usage row is written before the container goes.
+        self.worker.shutdown()
 
     # ## The HTTP app: every surface, on the warm model
     #

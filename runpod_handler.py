@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import signal
 import sys
 
 # The SDK logs at DEBUG by default, which prints every job it receives (API keys included) and
@@ -17,6 +18,7 @@ os.environ.setdefault("RUNPOD_LOG_LEVEL", "INFO")
 
 import runpod
 
+from serverless_tts.runpod_refresh import refreshing
 from serverless_tts.runpod_worker import runpod_config
 from serverless_tts.web.audio_server import with_local_audio_server
 from shared.config import load_settings
@@ -32,7 +34,14 @@ configure_logging(SETTINGS.log_level)
 # The SDK's local API (--rp_serve_api) serves only jobs: local audio URLs get a server beside it.
 SETTINGS = with_local_audio_server(SETTINGS, sys.argv)
 WORKER = build_worker(SETTINGS)
-atexit.register(WORKER.close)  # write every pending usage row before the process ends
+# On SIGTERM the SDK stops taking jobs and lets the running ones finish; then this drains what
+# is left (within TTS_SHUTDOWN_GRACE_S) and writes every pending usage row before the exit.
+atexit.register(WORKER.shutdown)
 
 if __name__ == "__main__":
-    runpod.serverless.start(runpod_config(WORKER, sys.argv, os.environ))
+    # The serving worker installs its own SIGTERM handler; the local API's uvicorn raises
+    # SIGTERM again once its requests are done, which by default kills the process before
+    # atexit runs: exit through Python instead.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+    # A device error or a lost engine step asks RunPod for a fresh worker (refresh_worker).
+    runpod.serverless.start(refreshing(runpod_config(WORKER, sys.argv, os.environ), WORKER))

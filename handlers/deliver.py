@@ -16,14 +16,13 @@ import uuid
 from dataclasses import dataclass
 
 from handlers.cache_hit import answer_from_cache, check_inline_size
-from handlers.prepare import PreparedSpeech, prepare_fallback
+from handlers.prepare import PreparedSpeech, with_failover
 from handlers.render import render_whole
 from handlers.results import inline, ms_since, result, signed
 from shared.audio.encode import encode, pcm_duration_s
 from shared.cache import audio_cache
 from shared.cache.audio_cache import CacheEntry
-from shared.engines.failover import failure_cause
-from shared.errors import EngineUnavailable, StorageUnavailable
+from shared.errors import StorageUnavailable
 from shared.jobs import StageTimings, SynthesisResult
 from shared.storage.base import object_key
 from shared.worker import WorkerContext
@@ -51,22 +50,7 @@ class _Made:
 def synthesize(prepared: PreparedSpeech, ctx: WorkerContext) -> SynthesisResult:
     """The job's whole file, as a signed URL or inline bytes, from the first engine of its
     order that speaks it."""
-    while True:
-        try:
-            return _synthesize_on(prepared, ctx)
-        except EngineUnavailable as failure:
-            fallback = prepare_fallback(prepared, ctx, failure)
-            if fallback is None:
-                raise
-            _log.warning(
-                "request %s: %s failed, %s speaks instead (%s)",
-                prepared.request_id,
-                prepared.engine.name,
-                fallback.engine.name,
-                failure,
-            )
-            ctx.metrics.fallback(prepared.engine.name, fallback.engine.name, failure_cause(failure))
-            prepared = fallback
+    return with_failover(prepared, ctx, lambda one: _synthesize_on(one, ctx))
 
 
 def _synthesize_on(prepared: PreparedSpeech, ctx: WorkerContext) -> SynthesisResult:

@@ -1,6 +1,7 @@
 """The one way every entry point runs a job: authenticate the credentials its transport carried,
 validate the job, check everything up front, charge only a job fit to run, run it, and log one
-event (and, for a tenant, one usage row) per job, counting it in the worker's metrics.
+event (and, for a tenant, one usage row) per job, counting it in the worker's metrics. Every job
+is counted in the worker's lifecycle, so a shutdown can refuse new ones and drain the rest.
 
 ``dispatch`` returns a typed value: a result model, or an ``AudioStream`` whose chunks carry raw
 bytes. It raises ``TTSError`` for anything wrong before the first chunk; an error while a stream
@@ -22,8 +23,9 @@ from handlers.health import health
 from handlers.prepare import PreparedSpeech, SpeechRequest, prepare
 from handlers.results import ms_since
 from handlers.stream import AudioStream, open_stream
+from shared.engines import device_faults
 from shared.engines.runner import RenderCancelled
-from shared.errors import InternalError, TTSError
+from shared.errors import DeviceError, InternalError, TTSError
 from shared.jobs import (
     ApiKeyCredentials,
     AudioChunk,
@@ -100,6 +102,7 @@ def dispatch(
     event.request_id = job_id or event.job_id
     ctx.metrics.job_started()
     try:
+        ctx.lifecycle.admit()
         auth_started = time.perf_counter()
         tenant = authenticate(credentials, ctx)
         auth_ms = ms_since(auth_started)
@@ -107,11 +110,13 @@ def dispatch(
         job = parse_job(raw, ctx.limits)
         event.request_id = job.request_id or event.request_id
         output = _run(job, tenant, ctx, event, started, auth_ms, progress)
-    except TTSError as err:
-        _finish(ctx, event, started, err)
-        raise
     except Exception as exc:
-        _finish(ctx, event, started, exc)
+        failed = _classified(ctx, exc)
+        _finish(ctx, event, started, failed)
+        if failed is exc and isinstance(exc, TTSError):
+            raise
+        if isinstance(failed, TTSError):
+            raise failed from exc
         raise InternalError("the worker failed to start this job") from exc
     except BaseException:  # KeyboardInterrupt mid-job: a charged job still leaves its row
         _finish(ctx, event, started, CANCELLED)
@@ -280,11 +285,13 @@ class _LoggedChunks:
         except RenderCancelled:
             self._end(CANCELLED)
             raise StopIteration from None
-        except TTSError as err:
-            self._end(err)
-            raise
         except Exception as exc:
-            self._end(exc)
+            failed = _classified(self._ctx, exc)
+            self._end(failed)
+            if failed is exc and isinstance(exc, TTSError):
+                raise
+            if isinstance(failed, TTSError):
+                raise failed from exc
             raise InternalError("the worker failed while running this job") from exc
         except BaseException:  # KeyboardInterrupt, SystemExit: still one event and one row
             self._end(CANCELLED)
@@ -318,11 +325,31 @@ class _LoggedChunks:
         _finish(self._ctx, self._event, self._started, error)
 
 
+def _classified(ctx: WorkerContext, error: Exception) -> Exception:
+    """An engine failure that surfaced outside its runner (a cloned voice's latents, an
+    engine wrapper) told as the device fault it is; a device error marks the worker untrusted."""
+    classified = device_faults.translate(error)
+    if isinstance(classified, DeviceError):
+        ctx.lifecycle.fail(classified.message)
+    assert isinstance(classified, Exception)
+    return classified
+
+
 def _finish(
     ctx: WorkerContext, event: JobEvent, started: float, error: BaseException | str | None
 ) -> None:
     """Log the job's event, count it in the worker's metrics and, for a tenant, queue its
-    usage row."""
+    usage row; then the job leaves the lifecycle's count (after its row is queued, so a
+    drained worker has every row to flush)."""
+    try:
+        _log_and_count(ctx, event, started, error)
+    finally:
+        ctx.lifecycle.release()
+
+
+def _log_and_count(
+    ctx: WorkerContext, event: JobEvent, started: float, error: BaseException | str | None
+) -> None:
     event.latency_ms = round(ms_since(started), 3)
     event.success = error is None
     if isinstance(error, str):

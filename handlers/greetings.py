@@ -2,7 +2,12 @@
 call can play them the instant it comes in.
 
 ``warm`` runs each phrase through the same path as any synthesize job (so later synthesize jobs
-with the same settings hit these entries too); ``get`` only looks in the cache.
+with the same settings hit these entries too, and a phrase a fallback engine spoke is cached
+under that engine's key); ``get`` only looks in the cache, in the tenant's engine order: the
+first engine that has the phrase cached answers, and the result's ``fallback_reason`` says why
+an engine before it did not. A cache hit calls no engine, so breakers do not matter here: the
+primary's own copy answers even while its breaker is open, and a fallback's copy answers only
+when the primary (and each engine before it) has none.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from collections.abc import Callable
 
 from handlers import deliver
 from handlers.cache_hit import answer_from_cache
-from handlers.prepare import PreparedSpeech, SpeechRequest, prepare
+from handlers.prepare import PreparedSpeech, SpeechRequest, prepare, with_failover
 from shared.errors import InvalidInput, NotFound
 from shared.jobs import GreetingEntry, GreetingsGetJob, GreetingsWarmJob, SynthesisResult
 from shared.tenants.base import Tenant
@@ -61,9 +66,19 @@ def get(
     prepared = prepare(
         SpeechRequest.phrase(job, job.text), ctx, tenant=tenant, request_id=request_id
     )
+    return with_failover(prepared, ctx, lambda one: _cached(one, ctx), moves_on=NotCached)
+
+
+class NotCached(NotFound):
+    """This engine has no cached copy of the greeting: the next engine's cache may."""
+
+    reason = "not_cached"
+
+
+def _cached(prepared: PreparedSpeech, ctx: WorkerContext) -> SynthesisResult:
     result = answer_from_cache(prepared, ctx)
     if result is None:
-        raise NotFound("no warmed greeting with this text and these settings; warm it first")
+        raise NotCached("no warmed greeting with this text and these settings; warm it first")
     return result
 
 

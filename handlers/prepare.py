@@ -7,24 +7,34 @@ length. The result says exactly what will be spoken and where its audio lives in
 cache, so a stream never opens only to fail on a field. The caller's own mistakes are judged on
 the primary only: they never fail over.
 
+An engine that can say up front what it will refuse (a vendor: its speeds, voices that speak one
+language) is asked here too (``CheckingEngine``), so such a job is refused before it is charged.
+Other engines take every speed of the job contract, and their voices speak every language the
+engine does (XTTS speaks a cloned voice in any of its languages, whatever the reference's was).
+
 When an engine fails before the job's audio starts, ``prepare_fallback`` prepares the same request
 on the next engine of the order that speaks its language, keyed in the cache under that engine's
-own name, model and voice, so its audio never answers a later job of the primary.
+own name, model and voice, so its audio never answers a later job of the primary;
+``with_failover`` runs a stage on each engine in turn until one answers.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Protocol, TypeVar, runtime_checkable
 
 from shared.audio.formats import FORMAT_SPECS, AudioFormat, FormatSpec, resolve_sample_rate
 from shared.cache.audio_cache import CacheSlot
 from shared.cache.keys import audio_cache_key
 from shared.engines.base import Engine, Voice
+from shared.engines.engine_set import Runner
 from shared.engines.failover import failure_cause
-from shared.engines.runner import EngineRunner
 from shared.errors import (
+    EngineUnavailable,
     InvalidInput,
     TextTooLong,
     TTSError,
@@ -41,10 +51,19 @@ from shared.jobs import (
     SynthesizeJob,
 )
 from shared.tenants.base import Tenant
-from shared.text.plan import PlanItem, Silence, plan_ssml, plan_text, spoken_chars
+from shared.text.plan import PlanItem, Silence, SpeechSegment, plan_ssml, plan_text, spoken_chars
 from shared.worker import WorkerContext
 
 MAX_REASON_CHARS = 200
+T = TypeVar("T")
+_log = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class CheckingEngine(Protocol):
+    """An engine that refuses, with no call made, what it cannot speak (vendor engines)."""
+
+    def check(self, *, voice: Voice, language: str, speed: float) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +124,7 @@ class PreparedSpeech:
     request: SpeechRequest
     tenant: Tenant | None
     request_id: str
-    runner: EngineRunner
+    runner: Runner
     voice: Voice
     spec: FormatSpec
     out_rate: int
@@ -178,6 +197,34 @@ def prepare_fallback(
     return None
 
 
+def with_failover(
+    prepared: PreparedSpeech,
+    ctx: WorkerContext,
+    attempt: Callable[[PreparedSpeech], T],
+    *,
+    moves_on: type[Exception] = EngineUnavailable,
+) -> T:
+    """``attempt`` on the job's engine, then on each engine left in its order in turn while
+    one raises ``moves_on`` (an engine failing before the job's audio starts); each fallback
+    is logged and counted. The last engine's error when none answers."""
+    while True:
+        try:
+            return attempt(prepared)
+        except moves_on as failure:
+            fallback = prepare_fallback(prepared, ctx, failure)
+            if fallback is None:
+                raise
+            _log.warning(
+                "request %s: %s could not answer, %s answers instead (%s)",
+                prepared.request_id,
+                prepared.engine.name,
+                fallback.engine.name,
+                failure,
+            )
+            ctx.metrics.fallback(prepared.engine.name, fallback.engine.name, failure_cause(failure))
+            prepared = fallback
+
+
 @dataclass(frozen=True, slots=True)
 class _Speech:
     request: SpeechRequest
@@ -189,7 +236,7 @@ class _Speech:
 def _checked(
     speech: _Speech,
     ctx: WorkerContext,
-    runner: EngineRunner,
+    runner: Runner,
     voice: Voice,
     *,
     fallbacks: tuple[str, ...],
@@ -207,6 +254,9 @@ def _checked(
         plan = plan_ssml(request.ssml, limit=limit, speed=request.speed)
     else:
         plan = plan_text(request.text or "", limit=limit, speed=request.speed)
+    if isinstance(engine, CheckingEngine):
+        for speed in sorted({item.speed for item in plan if isinstance(item, SpeechSegment)}):
+            engine.check(voice=voice, language=request.language, speed=speed)
     chars = spoken_chars(plan)
     if chars > ctx.settings.max_text_chars:
         raise TextTooLong(

@@ -1,27 +1,32 @@
 """Stream: encoded audio chunks in order, the first as soon as the engine has the first audio.
 
-The engine renders on its own thread; this side encodes and hands chunks on, so however slowly
-the caller reads, the engine serves other jobs meanwhile. Closing the stream (or dropping it)
+The engine renders on its runner; this side encodes and hands chunks on, so however slowly the
+caller reads, the engine serves other jobs meanwhile. Closing the stream (or dropping it)
 cancels its render. A cached file is replayed as it is stored; streams read the cache but do
 not fill it. Chunks carry raw bytes: splitting and base64 are the transport's business.
 
-A stream speaks with the first engine of its order whose breaker admits it (the stream's outcome
-counts on that breaker); it cannot switch engines once open, since its start already named the
-engine and voice, so a failure part way fails the stream as it would with one engine.
+Failover, as for a whole file, up to the engine's first audio: the stream opens once its engine
+has answered, so an engine that fails before that (its breaker open, a connection refused, a
+5xx, a 429, a timeout), after the retries its guard allows, hands the stream to the next engine
+of the order, and the stream's start names the engine that answered and why. Once audio is in
+hand the stream is that engine's: a failure part way ends it with the error, since the caller
+may already have heard the first engine's voice.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Iterator
 
 from handlers.cache_hit import cached_stream_audio
-from handlers.prepare import PreparedSpeech, prepare_fallback
+from handlers.prepare import PreparedSpeech, with_failover
 from handlers.render import render_stream
 from handlers.results import ms_since
 from shared.audio.encode import StreamEncoder, open_stream_encoder, pcm_duration_s
-from shared.engines.failover import CircuitOpen, EngineGuard, engine_failure
-from shared.engines.runner import RenderStream
+from shared.engines.base import Pcm
+from shared.engines.engine_set import Render
+from shared.engines.failover import EngineGuard, engine_failure
 from shared.jobs import AudioChunk, SpokenAs, StageTimings, StreamSummary
 from shared.worker import WorkerContext
 
@@ -54,24 +59,40 @@ class AudioStream:
 
 
 def open_stream(prepared: PreparedSpeech, ctx: WorkerContext) -> AudioStream:
-    """The stream, already under way: the encoder is open and the render queued, so the engine
-    starts at once and anything that can fail here fails before the first chunk."""
+    """The stream, its first audio in hand (or a cached file): anything that can fail before
+    the first chunk has failed here, on every engine of the order, or has been failed over."""
+    return with_failover(prepared, ctx, lambda one: _open_on(one, ctx))
+
+
+def _open_on(prepared: PreparedSpeech, ctx: WorkerContext) -> AudioStream:
     replay = _replay(prepared, ctx)
     if replay is not None:
         return replay
-    admitted = _admitted(prepared, ctx)
-    if admitted is not prepared:
-        replay = _replay(admitted, ctx)
-        if replay is not None:
-            return replay
-    request, engine = admitted.request, admitted.engine
-    encoder = open_stream_encoder(
-        request.format, in_rate=engine.sample_rate, out_rate=admitted.out_rate
-    )
-    render = render_stream(admitted)
+    engine = prepared.engine
     guard = ctx.engines.guard(engine.name)
-    chunks = _synthesized(admitted, encoder, render, guard)
-    return AudioStream(admitted.spoken_as(), chunks, render.close)
+    mark = time.perf_counter()
+    # Under the guard, as a whole file's render is: its breaker, its retries, its probe.
+    render, first = guard.run(lambda: _first_audio(prepared))
+    first_ms = ms_since(mark)
+    try:
+        encoder = open_stream_encoder(
+            prepared.request.format, in_rate=engine.sample_rate, out_rate=prepared.out_rate
+        )
+    except BaseException:
+        render.close()
+        raise
+    chunks = _synthesized(prepared, encoder, render, first, first_ms, guard)
+    return AudioStream(prepared.spoken_as(), chunks, render.close)
+
+
+def _first_audio(prepared: PreparedSpeech) -> tuple[Render, Pcm | None]:
+    """The render, started, and its first audio (None: it made none)."""
+    render = render_stream(prepared)
+    try:
+        return render, next(render, None)
+    except BaseException:
+        render.close()
+        raise
 
 
 def _replay(prepared: PreparedSpeech, ctx: WorkerContext) -> AudioStream | None:
@@ -84,29 +105,21 @@ def _replay(prepared: PreparedSpeech, ctx: WorkerContext) -> AudioStream | None:
     return AudioStream(prepared.spoken_as(), iter([AudioChunk(data, last)]))
 
 
-def _admitted(prepared: PreparedSpeech, ctx: WorkerContext) -> PreparedSpeech:
-    """The job on the first engine of its order whose breaker lets a call through; the last
-    engine's ``CircuitOpen`` when none does."""
-    while True:
-        guard = ctx.engines.guard(prepared.engine.name)
-        if guard.admits():
-            return prepared
-        skipped = CircuitOpen(f"the {guard.name} engine is failing: skipped while it recovers")
-        fallback = prepare_fallback(prepared, ctx, skipped)
-        if fallback is None:
-            raise skipped
-        ctx.metrics.fallback(prepared.engine.name, fallback.engine.name, CircuitOpen.reason)
-        prepared = fallback
-
-
 def _synthesized(
-    prepared: PreparedSpeech, encoder: StreamEncoder, render: RenderStream, guard: EngineGuard
+    prepared: PreparedSpeech,
+    encoder: StreamEncoder,
+    render: Render,
+    first: Pcm | None,
+    first_ms: float,
+    guard: EngineGuard,
 ) -> Iterator[AudioChunk]:
+    """The encoded chunks; the first audio's success is already on the guard, so only a
+    failure part way is counted there."""
     samples = sent = 0
-    synth_ms = encode_ms = 0.0
+    synth_ms, encode_ms = first_ms, 0.0
     try:
         mark = time.perf_counter()
-        for pcm in render:
+        for pcm in itertools.chain([] if first is None else [first], render):
             synth_ms += ms_since(mark)
             encode_mark = time.perf_counter()
             data = encoder.feed(pcm)
@@ -122,7 +135,6 @@ def _synthesized(
         raise
     finally:
         render.close()
-    guard.record(None)
     encode_mark = time.perf_counter()
     tail = encoder.close()
     encode_ms += ms_since(encode_mark)

@@ -42,6 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
+    from serverless_tts.draining_server import DrainingServer
     from serverless_tts.web.app import create_app
 
     if "public_base_url" not in settings.model_fields_set:
@@ -61,8 +62,18 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     # protocol's own cap, above it, stops a far bigger one before it is even buffered whole.
     ws_max_size = 2 * settings.max_body_bytes
     app = create_app(worker)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", ws_max_size=ws_max_size)
-    worker.close()
+    config = uvicorn.Config(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        ws_max_size=ws_max_size,
+        # After the drain, what is still open (an idle WebSocket) gets this long to close.
+        timeout_graceful_shutdown=5,
+    )
+    server = DrainingServer(config, worker.lifecycle, grace_s=settings.shutdown_grace_s)
+    server.run()
+    worker.close()  # every pending usage row is written before the process exits
     return 0
 
 

@@ -59,6 +59,12 @@ class Settings(BaseSettings):
         le=120,
         description="Longest wait for a vendor's next bytes, its first audio included.",
     )
+    # A vendor request waits on the network, not a model, so it runs on a thread of its own
+    # rather than the engine thread; at most this many at once per vendor engine (the rest
+    # wait their turn). Keep it at or under the vendor plan's concurrency (ElevenLabs: 2-15).
+    vendor_max_concurrent: int = Field(
+        8, ge=1, le=256, description="Requests one vendor engine has in flight at once."
+    )
     elevenlabs_api_key: SecretStr | None = Field(
         None, validation_alias=AliasChoices("TTS_ELEVENLABS_API_KEY", "ELEVENLABS_API_KEY")
     )
@@ -122,6 +128,18 @@ class Settings(BaseSettings):
         Path(".data"), description="Embedded store, local audio, signing secret."
     )
     auth_cache_ttl_s: float = Field(30.0, ge=0, le=3600)
+    # Allowance leases (shared/tenants/leases.py): a worker reserves this much of a tenant's
+    # limits in one database call and admits its next jobs from memory. 0 requests: every job
+    # is authorized in the database, as before.
+    lease_requests: int = Field(
+        0, ge=0, le=1000, description="Requests per lease; 0 turns leases off."
+    )
+    lease_chars: int = Field(
+        5_000, ge=0, le=1_000_000, description="Characters per lease; bigger jobs go direct."
+    )
+    lease_ttl_s: float = Field(
+        5.0, gt=0, le=60, description="A lease's life; unspent allowance is returned after it."
+    )
     create_dev_tenant: bool = True
 
     # --- storage ------------------------------------------------------------------------------
@@ -175,6 +193,22 @@ class Settings(BaseSettings):
     # --- worker -------------------------------------------------------------------------------
     concurrency: int = Field(1, ge=1, le=64, description="Jobs per RunPod worker at once.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Faults and shutdown (shared/engines/runner.py, shared/lifecycle.py). One engine step is a
+    # segment (<= 250 chars) or one XTTS chunk: seconds on a GPU, so a step past the timeout is
+    # stuck, not slow. Raise both for XTTS on a CPU. Keep the grace under the platform's own
+    # wait between SIGTERM and SIGKILL, or the last usage rows are lost with the process.
+    engine_timeout_s: float = Field(
+        120.0, gt=0, le=3600, description="A job stops waiting on an engine step this old."
+    )
+    engine_hung_s: float = Field(
+        600.0,
+        gt=0,
+        le=86_400,
+        description="An engine step this old is lost: the worker reports unhealthy for good.",
+    )
+    shutdown_grace_s: float = Field(
+        25.0, ge=0, le=3600, description="After SIGTERM, how long in-flight jobs may finish."
+    )
 
     # --- web app (serverless-tts serve, Modal) ------------------------------------------------
     max_body_bytes: int = Field(

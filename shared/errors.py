@@ -29,6 +29,11 @@ class ErrorCode(StrEnum):
     QUEUE_FULL = "queue_full"
     INVALID_CONFIG = "invalid_config"
     ENGINE_UNAVAILABLE = "engine_unavailable"
+    # Engine faults a worker survives (shared/engines/device_faults.py, shared/engines/runner.py),
+    # and one it does not: a device error leaves the model untrusted, the worker is replaced.
+    ENGINE_OUT_OF_MEMORY = "engine_out_of_memory"
+    ENGINE_TIMEOUT = "engine_timeout"
+    DEVICE_ERROR = "device_error"
     # Reference audio a tenant sends to clone a voice (shared/voices/reference.py).
     REFERENCE_TOO_LARGE = "reference_too_large"
     REFERENCE_UNREADABLE = "reference_unreadable"
@@ -152,6 +157,30 @@ class InvalidConfig(TTSError):
 
 class EngineUnavailable(TTSError):
     code = ErrorCode.ENGINE_UNAVAILABLE
+
+
+class ShuttingDown(EngineUnavailable):
+    """The worker is draining before it exits: a new job belongs on another worker."""
+
+
+class EngineOutOfMemory(EngineUnavailable):
+    """The device ran out of memory on this job; what it held is freed and the worker serves
+    on, so the same job may fit on a retry (or with a shorter text)."""
+
+    code = ErrorCode.ENGINE_OUT_OF_MEMORY
+
+
+class EngineTimeout(EngineUnavailable):
+    """An engine step ran past ``TTS_ENGINE_TIMEOUT_S``: the job stopped waiting for it."""
+
+    code = ErrorCode.ENGINE_TIMEOUT
+
+
+class DeviceError(EngineUnavailable):
+    """The device failed in a way that leaves the model's state untrusted (an illegal memory
+    access, a device-side assert): this worker refuses the engine until it is replaced."""
+
+    code = ErrorCode.DEVICE_ERROR
 
 
 class ReferenceTooLarge(TTSError):

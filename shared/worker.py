@@ -20,6 +20,7 @@ from shared.engines.registry import load_engine
 from shared.engines.vendors import vendor_configs
 from shared.errors import InvalidInput
 from shared.jobs import JobLimits
+from shared.lifecycle import Lifecycle
 from shared.metrics import WorkerMetrics
 from shared.storage.base import AudioStore
 from shared.storage.local import LocalAudioStore, load_or_create_secret
@@ -41,6 +42,8 @@ class WorkerContext:
     metrics: WorkerMetrics
     # Identical cache misses in flight at once on this worker share one synthesis.
     inflight: SingleFlight[Any] = field(default_factory=SingleFlight)
+    # Jobs admitted and running; after SIGTERM, new ones are refused while these drain.
+    lifecycle: Lifecycle = field(default_factory=Lifecycle)
     started_at: float = field(default_factory=time.monotonic)
 
     @property
@@ -54,10 +57,21 @@ class WorkerContext:
         self.usage.close()
         self.tenants.close()
 
+    def shutdown(self) -> bool:
+        """Drain (refuse new jobs, let admitted ones end within ``TTS_SHUTDOWN_GRACE_S``), then
+        close; False if jobs were still running when the grace ran out (they are cut short)."""
+        drained = self.lifecycle.drain(self.settings.shutdown_grace_s)
+        self.close()
+        return drained
+
 
 def build_tenant_store(
     settings: Settings, on_auth_lookup: Callable[[bool], None] | None = None
 ) -> TenantStore:
+    """The configured store; wrapped in leases (``TTS_LEASE_REQUESTS`` > 0) so warm jobs are
+    admitted without a database round trip."""
+    from shared.tenants.base import LeasingStore
+
     if settings.tenant_store == "supabase":
         from shared.tenants.supabase_store import SupabaseTenantStore, connect_supabase
 
@@ -71,11 +85,24 @@ def build_tenant_store(
             timeout_s=settings.supabase_timeout_s,
             plain_postgrest=settings.supabase_plain_postgrest,
         )
-        return SupabaseTenantStore(
+        store: LeasingStore = SupabaseTenantStore(
             client, cache_ttl_s=settings.auth_cache_ttl_s, on_auth_lookup=on_auth_lookup
         )
-    return SqliteTenantStore(
-        settings.sqlite_path, cache_ttl_s=settings.auth_cache_ttl_s, on_auth_lookup=on_auth_lookup
+    else:
+        store = SqliteTenantStore(
+            settings.sqlite_path,
+            cache_ttl_s=settings.auth_cache_ttl_s,
+            on_auth_lookup=on_auth_lookup,
+        )
+    if settings.lease_requests == 0:
+        return store
+    from shared.tenants.leases import LeasingTenantStore
+
+    return LeasingTenantStore(
+        store,
+        requests=settings.lease_requests,
+        chars=settings.lease_chars,
+        ttl_s=settings.lease_ttl_s,
     )
 
 
@@ -136,7 +163,12 @@ def engine_set(engines: Sequence[Engine], settings: Settings, metrics: WorkerMet
         retry_backoff_s=settings.retry_backoff_s,
         retry_max_wait_s=settings.retry_max_wait_s,
     )
-    return EngineSet(engines, policy=policy, on_state=metrics.breaker_state)
+    group = EngineSet(engines, policy=policy, on_state=metrics.breaker_state)
+    for name in group.names:
+        group.runner(name).limit(
+            step_timeout_s=settings.engine_timeout_s, hung_s=settings.engine_hung_s
+        )
+    return group
 
 
 def build_worker(

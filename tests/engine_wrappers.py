@@ -5,7 +5,9 @@ the evidence, never a clock)."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -154,3 +156,50 @@ def counting(monkeypatch: pytest.MonkeyPatch, target: Any, name: str) -> list[in
 
     monkeypatch.setattr(target, name, counted)
     return calls
+
+
+class FaultyEngine(WrappedEngine):
+    """The real engine, but its next calls raise the errors queued with ``fail_next`` (one a
+    call), from inside the engine, as a model that runs out of memory or faults would."""
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine)
+        self._errors: list[BaseException] = []
+        self._lock = threading.Lock()
+
+    def fail_next(self, *errors: BaseException) -> None:
+        with self._lock:
+            self._errors.extend(errors)
+
+    def synthesize(self, text: str, *, voice: Voice, language: str, speed: float) -> Pcm:
+        self._raise_queued()
+        return super().synthesize(text, voice=voice, language=language, speed=speed)
+
+    def stream(self, text: str, *, voice: Voice, language: str, speed: float) -> Iterator[Pcm]:
+        self._raise_queued()
+        return super().stream(text, voice=voice, language=language, speed=speed)
+
+    def _raise_queued(self) -> None:
+        with self._lock:
+            error = self._errors.pop(0) if self._errors else None
+        if error is not None:
+            raise error
+
+
+class FileGatedEngine(GatedEngine):
+    """A ``GatedEngine`` another process drives through files in ``folder``: each call writes
+    ``entered`` and waits until ``open`` exists (a worker under test in a subprocess)."""
+
+    def __init__(self, engine: Engine, folder: Path) -> None:
+        super().__init__(engine)
+        self._folder = folder
+
+    def _hold(self) -> None:
+        self.calls += 1
+        (self._folder / "entered").write_text(str(self.calls))
+        opened = self._folder / "open"
+        for _ in range(1200):  # a minute at most: a test that never opens it fails, not hangs
+            if opened.exists():
+                return
+            time.sleep(0.05)
+        raise AssertionError("the test never opened the gate")

@@ -29,7 +29,8 @@ _HOLD_S = 30.0
 @dataclass(frozen=True)
 class Reply:
     """One answer. ``pieces`` go out as separate HTTP chunks, each flushed; with ``hold``, the
-    server sends the first piece and waits for the event before the rest. ``stall_after``:
+    server sends the first piece and waits for the event before the rest; with ``wait``, it
+    waits for that event before anything (the status line included), then answers. ``stall_after``:
     after that many pieces (0: before the status line) it sends nothing more until the test
     ends."""
 
@@ -38,6 +39,7 @@ class Reply:
     content_type: str = "application/octet-stream"
     headers: Mapping[str, str] = field(default_factory=dict)
     hold: threading.Event | None = None
+    wait: threading.Event | None = None
     stall_after: int | None = None
 
 
@@ -61,6 +63,7 @@ class VendorServer:
     script: list[Reply] = field(default_factory=list)
     default: Reply = field(default_factory=Reply)
     release: threading.Event = field(default_factory=threading.Event)
+    arrived: threading.Condition = field(default_factory=threading.Condition)
 
     @property
     def base_url(self) -> str:
@@ -85,6 +88,12 @@ class VendorServer:
         body = self.shape.error(code, message)
         return Reply(status, [body], "application/json", headers=dict(headers or {}))
 
+    def wait_for_requests(self, count: int, timeout_s: float = 30.0) -> bool:
+        """Whether ``count`` requests have arrived (waiting up to ``timeout_s`` for them): the
+        evidence that a request reached the vendor, with no clock in the test."""
+        with self.arrived:
+            return self.arrived.wait_for(lambda: len(self.requests) >= count, timeout=timeout_s)
+
     def query(self, index: int = -1) -> dict[str, list[str]]:
         return parse_qs(urlsplit(self.requests[index].path).query)
 
@@ -108,10 +117,11 @@ def vendor_server(shape: Shape, key: str) -> Iterator[VendorServer]:
         def _answer(self) -> None:
             received = Received.read(self)
             problems = _check(shape, received, key)
-            with lock:
+            with lock, state.arrived:
                 state.requests.append(received)
                 state.problems.extend(problems)
                 reply = state.script.pop(0) if state.script else state.default
+                state.arrived.notify_all()
             if problems:
                 reply = state.error_reply(400, "bad_request", "; ".join(problems))
             # The client may have gone (a timeout, a closed stream): nothing to tell it then.
@@ -120,6 +130,8 @@ def vendor_server(shape: Shape, key: str) -> Iterator[VendorServer]:
             self.close_connection = True
 
         def _send(self, reply: Reply) -> None:
+            if reply.wait is not None and not reply.wait.wait(_HOLD_S):
+                state.problems.append("the waiting reply was released by the timeout")
             if reply.stall_after == 0:
                 state.release.wait(_HOLD_S)
                 return

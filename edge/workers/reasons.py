@@ -16,7 +16,16 @@ from edge.workers.base import WorkerError
 # "this job is wrong"; ``internal`` is a job that ran and failed; every other code names what is
 # wrong with the job itself.
 _UNAVAILABLE = frozenset(
-    {"auth_unavailable", "storage_unavailable", "queue_full", "engine_unavailable", "rate_limited"}
+    {
+        "auth_unavailable",
+        "storage_unavailable",
+        "queue_full",
+        "engine_unavailable",
+        "engine_out_of_memory",
+        "engine_timeout",
+        "device_error",
+        "rate_limited",
+    }
 )
 _CODE = re.compile(r"[a-z][a-z_]{0,47}")
 Reason = Literal["timeout", "unavailable", "refused", "failed"]

@@ -60,6 +60,9 @@ _RUNPOD_STATUS = {
     ErrorCode.AUTH_UNAVAILABLE: 503,
     ErrorCode.QUEUE_FULL: 503,
     ErrorCode.ENGINE_UNAVAILABLE: 503,
+    ErrorCode.ENGINE_OUT_OF_MEMORY: 503,
+    ErrorCode.ENGINE_TIMEOUT: 503,
+    ErrorCode.DEVICE_ERROR: 503,
     ErrorCode.REQUEST_TOO_LARGE: 413,
     ErrorCode.REFERENCE_TOO_LARGE: 413,
     **dict.fromkeys(
@@ -110,6 +113,9 @@ _V1_STATUS = {
     ErrorCode.STORAGE_UNAVAILABLE: 503,
     ErrorCode.QUEUE_FULL: 503,
     ErrorCode.ENGINE_UNAVAILABLE: 503,
+    ErrorCode.ENGINE_OUT_OF_MEMORY: 503,
+    ErrorCode.ENGINE_TIMEOUT: 503,
+    ErrorCode.DEVICE_ERROR: 503,
 }
 
 # OpenAI's API answers every request problem with 400 (BadRequestError in the SDK), and an
@@ -128,6 +134,9 @@ _OPENAI_STATUS = {
     ErrorCode.STORAGE_UNAVAILABLE: 503,
     ErrorCode.QUEUE_FULL: 503,
     ErrorCode.ENGINE_UNAVAILABLE: 503,
+    ErrorCode.ENGINE_OUT_OF_MEMORY: 503,
+    ErrorCode.ENGINE_TIMEOUT: 503,
+    ErrorCode.DEVICE_ERROR: 503,
 }
 _OPENAI_TYPE = {
     400: "invalid_request_error",

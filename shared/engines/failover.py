@@ -58,9 +58,11 @@ class CircuitOpen(EngineUnavailable):
 
 
 def failure_cause(error: BaseException) -> str:
-    """A short, bounded name for why an engine failed (a metrics label, a fallback reason)."""
-    if isinstance(error, CircuitOpen):
-        return CircuitOpen.reason
+    """A short, bounded name for why an engine failed (a metrics label, a fallback reason):
+    an error's own ``reason`` where its class names one (``CircuitOpen``)."""
+    reason = getattr(type(error), "reason", None)
+    if isinstance(reason, str):
+        return reason
     if isinstance(error, VendorError):
         return str(error.kind)
     if isinstance(error, TTSError):

@@ -11,6 +11,12 @@ An engine whose streams keep state in the model (``StreamingTraits.interleavable
 today) cannot switch renders mid-segment: the runner keeps advancing that render until its step
 marks a boundary, past the queue bound if need be, so the bound holds between segments there and
 another job waits at most for the rest of one segment.
+
+Faults (``limit`` sets the bounds): a reader stops waiting once the engine's step in progress
+has run past the step timeout (``EngineTimeout``) and its render is cancelled, to be closed when
+the step returns; the engine then serves the next render. A step that never returns past the
+hung bound, or a device error that leaves the model untrusted (``device_faults``), marks the
+runner faulted for good: it refuses new renders, and the worker's health says so.
 """
 
 from __future__ import annotations
@@ -18,12 +24,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from shared.engines import device_faults
 from shared.engines.base import Engine, Pcm
-from shared.errors import EngineUnavailable
+from shared.errors import DeviceError, EngineTimeout, EngineUnavailable
 
 _log = logging.getLogger(__name__)
 
@@ -99,15 +107,26 @@ class RenderStream:
 class EngineRunner:
     """Owns ``engine``'s thread; ``submit`` renders from any thread."""
 
-    def __init__(self, engine: Engine, *, queue_chunks: int = DEFAULT_QUEUE_CHUNKS) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        queue_chunks: int = DEFAULT_QUEUE_CHUNKS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         if queue_chunks < 1:
             raise ValueError("queue_chunks must be at least 1")
         self.engine = engine
         self._queue_chunks = queue_chunks
         self._interleavable = engine.streaming.interleavable
+        self._clock = clock
         self._cond = threading.Condition()
         self._renders: deque[_Render] = deque()
         self._closing = False
+        self._step_timeout_s: float | None = None
+        self._hung_s: float | None = None
+        self._step_started: float | None = None  # the step in progress began (None: idle)
+        self._fault: str | None = None
         self._thread = threading.Thread(target=self._run, name=f"engine-{engine.name}", daemon=True)
         self._thread.start()
 
@@ -115,6 +134,9 @@ class EngineRunner:
         """Queue a render; its steps run on the engine thread only. A new render goes first,
         so it waits for no more than the step in progress."""
         render = _Render(steps=steps, label=label)
+        fault = self.fault
+        if fault is not None:
+            raise DeviceError(f"the {self.engine.name} engine is out of service: {fault}")
         with self._cond:
             if self._closing:
                 raise EngineUnavailable("the worker is shutting down")
@@ -127,6 +149,34 @@ class EngineRunner:
         """Renders submitted and not yet finished or cancelled."""
         with self._cond:
             return len(self._renders)
+
+    def limit(self, *, step_timeout_s: float | None, hung_s: float | None) -> None:
+        """How long a reader waits on one engine step, and how long a step may run before the
+        engine counts as lost (None: no bound)."""
+        with self._cond:
+            self._step_timeout_s, self._hung_s = step_timeout_s, hung_s
+            self._cond.notify_all()
+
+    @property
+    def stalled(self) -> bool:
+        """A step has run past the step timeout and has not returned yet."""
+        with self._cond:
+            running = self._running_for()
+            return (
+                running is not None
+                and self._step_timeout_s is not None
+                and (running >= self._step_timeout_s)
+            )
+
+    @property
+    def fault(self) -> str | None:
+        """Why this engine cannot be trusted again in this process (None: it can)."""
+        with self._cond:
+            running = self._running_for()
+            hung = self._hung_s is not None and running is not None and running >= self._hung_s
+            if self._fault is None and hung:
+                self._fault = f"a step has run {running:.0f} s, past its hung bound"
+            return self._fault
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Cancel every render and stop the thread (after the step in progress)."""
@@ -148,10 +198,32 @@ class EngineRunner:
                     return _CANCELLED
                 if render.done:
                     return _END
-                self._cond.wait()
+                wait_s = self._stall_wait()
+                if wait_s is not None and wait_s <= 0:
+                    # The reader stops waiting; the engine closes the render when it returns.
+                    render.cancelled = True
+                    self._cond.notify_all()
+                    return EngineTimeout(
+                        f"the {self.engine.name} engine's step ran past {self._step_timeout_s:g} s"
+                        " (TTS_ENGINE_TIMEOUT_S); retry"
+                    )
+                self._cond.wait(wait_s)
             item = render.queue.popleft()
             self._cond.notify_all()  # room on this render's queue: it may run again
             return item
+
+    def _running_for(self) -> float | None:
+        started = self._step_started
+        return None if started is None else self._clock() - started
+
+    def _stall_wait(self) -> float | None:
+        """Seconds a reader may still wait for the step in progress (None: unbounded)."""
+        if self._step_timeout_s is None:
+            return None
+        running = self._running_for()
+        if running is None:  # between steps: look again within one timeout
+            return self._step_timeout_s
+        return self._step_timeout_s - running
 
     def _cancel(self, render: _Render) -> None:
         with self._cond:
@@ -170,14 +242,25 @@ class EngineRunner:
                 return
             if render is None:
                 continue
+            self._step_started = self._clock()
             try:
                 step = next(render.steps)
             except StopIteration:
                 self._finish(render, _END)
             except BaseException as exc:
-                self._finish(render, exc)
+                self._finish(render, self._failed(exc))
             else:
                 self._took(render, step)
+            finally:
+                self._step_started = None
+
+    def _failed(self, error: BaseException) -> BaseException:
+        """A step's failure as its reader sees it; a device fault takes the engine out."""
+        translated = device_faults.translate(error)
+        if isinstance(translated, DeviceError):
+            with self._cond:
+                self._fault = self._fault or translated.message
+        return translated
 
     def _took(self, render: _Render, step: Step) -> None:
         with self._cond:

@@ -15,6 +15,9 @@ SERVER_SIDE = {
     ErrorCode.STORAGE_UNAVAILABLE: 503,
     ErrorCode.QUEUE_FULL: 503,
     ErrorCode.ENGINE_UNAVAILABLE: 503,
+    ErrorCode.ENGINE_OUT_OF_MEMORY: 503,
+    ErrorCode.ENGINE_TIMEOUT: 503,
+    ErrorCode.DEVICE_ERROR: 503,
 }
 
 

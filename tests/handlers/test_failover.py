@@ -11,11 +11,9 @@ store chooses the engine. Breaker states are polled, never timed.
 
 from __future__ import annotations
 
-import base64
+import argparse
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import Any
 
 import pytest
 from pydantic import SecretStr
@@ -23,136 +21,37 @@ from pydantic import SecretStr
 from handlers.prepare import SpeechRequest, prepare, prepare_fallback
 from serverless_tts.runpod_shapes import run_job
 from serverless_tts.tenant_admin import add_tenant_commands
-from shared.audio.encode import encode
-from shared.audio.formats import AudioFormat
 from shared.config import Settings
 from shared.engines.base import Engine
 from shared.engines.failover import CLOSED, HALF_OPEN, OPEN, CircuitOpen
-from shared.engines.vendors import OpenAISpeechEngine, vendor_configs
 from shared.errors import EngineUnavailable, ErrorCode, InvalidInput, TTSError
 from shared.jobs import SynthesizeJob, parse_job
 from shared.tenants.base import UNLIMITED, TenantStore
 from shared.worker import WorkerContext, build_worker
-from tests.audio_probe import ffprobe_json
-from tests.engine_wrappers import GatedEngine
+from tests.handlers.failover_rig import (
+    KEY,
+    TEXT,
+    Rig,
+    key_for,
+    open_rig,
+    speak,
+    wait_for_state,
+)
 from tests.shared.conftest import any_store  # noqa: F401  (each tenant store in turn)
-from tests.vendor_servers import OPENAI, Reply, VendorServer, vendor_server
+from tests.vendor_servers import OPENAI, VendorServer, vendor_server
 from tests.worker_fixtures import usage_rows
-
-KEY = "sk-test-failover-0123456789abcdef"
-TEXT = "Thanks for calling Acme."
-
-
-class FlakyEngine(GatedEngine):
-    """The real engine, raising ``failing`` (when set) instead of speaking; ``calls`` counts
-    every call that reached it, failed or not."""
-
-    def __init__(self, engine: Engine) -> None:
-        super().__init__(engine, open_gate=True)
-        self.failing: BaseException | None = None
-
-    def _hold(self) -> None:
-        super()._hold()
-        if self.failing is not None:
-            raise self.failing
 
 
 @pytest.fixture(scope="module")
-def openai_server(piper_engine: Engine) -> Iterator[VendorServer]:
+def openai_server() -> Iterator[VendorServer]:
     with vendor_server(OPENAI, KEY) as server:
         yield server
 
 
-@pytest.fixture(scope="module")
-def vendor_speech(piper_engine: Engine) -> bytes:
-    """Real speech as OpenAI sends it: 24 kHz PCM16."""
-    voice = piper_engine.voice(piper_engine.default_voice)
-    pcm = piper_engine.synthesize(TEXT, voice=voice, language="en", speed=1.0)
-    return encode(pcm, in_rate=piper_engine.sample_rate, fmt=AudioFormat.PCM16, out_rate=24000)
-
-
 @pytest.fixture
-def server(openai_server: VendorServer, vendor_speech: bytes) -> Iterator[VendorServer]:
-    openai_server.reset()
-    openai_server.default = Reply(200, [vendor_speech])
-    yield openai_server
-    problems = list(openai_server.problems)
-    openai_server.reset()
-    assert not problems, problems
-
-
-@pytest.fixture
-def openai(server: VendorServer) -> Iterator[OpenAISpeechEngine]:
-    settings = Settings(**{"OPENAI_API_KEY": KEY, "openai_speech_base_url": server.base_url})
-    engine = OpenAISpeechEngine(vendor_configs(settings)["openai"])
-    yield engine
-    engine.close()
-
-
-@pytest.fixture
-def flaky(piper_engine: Engine) -> FlakyEngine:
-    return FlakyEngine(piper_engine)
-
-
-@dataclass
-class Rig:
-    """Piper behind ``flaky`` and OpenAI speech on its local ``server``, and workers over both."""
-
-    flaky: FlakyEngine
-    openai: OpenAISpeechEngine
-    server: VendorServer
-    settings: Settings
-    made: list[WorkerContext] = field(default_factory=list)
-
-    def worker(
-        self, primary: str, *, tenants: TenantStore | None = None, **changes: Any
-    ) -> WorkerContext:
-        """A worker whose order starts with ``primary``, with a small breaker: 2 failures open
-        it for 0.3 s; retries without backoff unless a vendor asks, waiting at most 1 s."""
-        policy = {
-            "breaker_failures": 2,
-            "breaker_open_s": 0.3,
-            "retry_attempts": 3,
-            "retry_backoff_s": 0.0,
-            "retry_max_wait_s": 1.0,
-        }
-        engines: list[Any] = [self.flaky, self.openai]
-        if primary == "openai":
-            engines.reverse()
-        tuned = self.settings.model_copy(update={**policy, **changes})
-        self.made.append(build_worker(tuned, engines=engines, tenants=tenants))
-        return self.made[-1]
-
-
-@pytest.fixture
-def rig(
-    settings: Settings, flaky: FlakyEngine, openai: OpenAISpeechEngine, server: VendorServer
-) -> Iterator[Rig]:
-    made = Rig(flaky, openai, server, settings)
-    yield made
-    for ctx in made.made:
-        ctx.close()
-
-
-def speak(ctx: WorkerContext, key: str, **fields: Any) -> dict[str, Any]:
-    job = {"api_key": key, "text": TEXT, "delivery": "base64", "cache": False, **fields}
-    [item] = run_job(job, ctx)
-    assert ffprobe_json(base64.b64decode(item["audio_base64"]), "wav")
-    return item
-
-
-def key_for(ctx: WorkerContext) -> str:
-    return ctx.tenants.create_tenant("acme", UNLIMITED).api_key
-
-
-def wait_for_state(ctx: WorkerContext, engine: str, state: str) -> None:
-    """Poll the breaker until it is in ``state`` (a generous bound, never an elapsed time)."""
-    guard = ctx.engines.guard(engine)
-    for _ in range(600):
-        if guard.state == state:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"the {engine} breaker stayed {guard.state}, never {state}")
+def rig(settings: Settings, piper_engine: Engine, openai_server: VendorServer) -> Iterator[Rig]:
+    with open_rig(settings, piper_engine, openai_server) as made:
+        yield made
 
 
 def breaker_gauge(ctx: WorkerContext, engine: str) -> float:
@@ -322,7 +221,7 @@ def test_fallback_audio_is_cached_under_its_own_engines_key(rig: Rig) -> None:
 
 
 def test_a_stream_skips_a_primary_whose_breaker_is_open(rig: Rig) -> None:
-    ctx = rig.worker("piper")
+    ctx = rig.worker("piper", breaker_open_s=600)  # open for the whole test
     key = key_for(ctx)
     rig.flaky.failing = EngineUnavailable("the GPU is gone")
     speak(ctx, key), speak(ctx, key)
@@ -370,8 +269,6 @@ def test_the_admin_cli_sets_and_clears_a_tenants_engine_order(
     rig: Rig,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    import argparse
-
     ctx = rig.worker("piper")
     tenant_id = ctx.tenants.create_tenant("acme", UNLIMITED).tenant.id
     parser = argparse.ArgumentParser()
@@ -389,13 +286,13 @@ def test_the_admin_cli_sets_and_clears_a_tenants_engine_order(
 
 
 def test_a_worker_loads_every_engine_of_tts_engines_the_first_its_default(
-    settings: Settings, server: VendorServer
+    settings: Settings, rig: Rig
 ) -> None:
     configured = settings.model_copy(
         update={
             "engines": "piper,openai",
             "openai_api_key": SecretStr(KEY),
-            "openai_speech_base_url": server.base_url,
+            "openai_speech_base_url": rig.server.base_url,
         }
     )
     ctx = build_worker(configured)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import itertools
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -25,7 +26,9 @@ from shared.audio.encode import encode, float_to_int16
 from shared.audio.formats import AudioFormat
 from shared.config import Settings
 from shared.engines.base import Engine, Pcm, Voice
+from shared.engines.engine_set import EngineSet
 from shared.engines.registry import load_engine
+from shared.engines.runner import EngineRunner
 from shared.engines.vendors import (
     VENDOR_KINDS,
     DeepgramAuraEngine,
@@ -35,6 +38,7 @@ from shared.engines.vendors import (
     VendorError,
     vendor_configs,
 )
+from shared.engines.vendors.concurrent import ConcurrentRunner
 from shared.engines.vendors.errors import VendorErrorKind as Kind
 from shared.engines.vendors.errors import redact, retry_after_s
 from shared.engines.vendors.http import Clock, utc_now
@@ -42,6 +46,7 @@ from shared.errors import (
     EngineUnavailable,
     ErrorCode,
     TextTooLong,
+    TTSError,
     UnsupportedByEngine,
     UnsupportedFormat,
     UnsupportedLanguage,
@@ -52,6 +57,7 @@ from shared.worker import WorkerContext
 from tests.audio_probe import audio_stream, ffmpeg_decode, ffprobe_json
 from tests.servers import free_port
 from tests.vendor_servers import SHAPES, Reply, VendorServer, vendor_server
+from tests.worker_fixtures import usage_rows
 
 KEY = "sk-test-0123456789abcdefSECRET"
 TEXT = "The quick brown fox jumps over the lazy dog."
@@ -634,3 +640,153 @@ def test_a_worker_with_a_vendor_engine_answers_a_synthesize_job(
     pcm16 = b"".join(base64.b64decode(item["audio_base64"]) for item in streamed)
     assert pcm16 == speech.pcm16
     assert len(server.requests) == 2
+
+
+# --- vendor requests off the engine thread -----------------------------------------------------
+
+
+def test_vendor_engines_run_beside_the_engine_thread_with_their_configured_limit(
+    engine: VendorEngine, make_engine: EngineFactory, piper_engine: Engine
+) -> None:
+    limited = make_engine(vendor_max_concurrent=3)
+    engines = EngineSet([piper_engine, limited])
+    try:
+        assert isinstance(engines.runner("piper"), EngineRunner)
+        assert isinstance(engines.runner(limited.name), ConcurrentRunner)
+        assert limited.max_concurrent == 3
+        assert engine.max_concurrent == Settings().vendor_max_concurrent
+    finally:
+        engines.close()
+
+
+@dataclass
+class TwoStreams:
+    """Two stream jobs, each read to its end on a thread of its own (its audio in its list);
+    the first one's request is answered only once ``held`` is set."""
+
+    held: threading.Event
+    threads: list[threading.Thread]
+    audio: list[list[bytes]]
+
+    def finish(self) -> list[list[bytes]]:
+        self.held.set()
+        for thread in self.threads:
+            thread.join(timeout=60)
+        return self.audio
+
+
+def start_two_streams(server: VendorServer, speech: Speech, ctx: WorkerContext) -> TwoStreams:
+    """The first stream started and its request at ``server``, then the second started."""
+    streams = TwoStreams(threading.Event(), [], [])
+    server.answer(Reply(pieces=split(speech.pcm16, 4000), wait=streams.held))
+    server.default = Reply(pieces=split(speech.pcm16, 4000))
+    key = ctx.tenants.create_tenant("acme", UNLIMITED).api_key
+    job = {"api_key": key, "text": TEXT, "delivery": "stream", "format": "pcm16"}
+    for count in (1, 2):
+        audio: list[bytes] = []
+
+        def read(audio: list[bytes] = audio) -> None:
+            items = run_job(job, ctx)
+            audio.append(b"".join(base64.b64decode(item["audio_base64"]) for item in items))
+
+        streams.audio.append(audio)
+        streams.threads.append(threading.Thread(target=read, daemon=True))
+        streams.threads[-1].start()
+        if count == 1:
+            assert server.wait_for_requests(1)
+    return streams
+
+
+def test_two_vendor_streams_overlap_while_the_first_is_held(
+    vendor: str,
+    server: VendorServer,
+    make_engine: EngineFactory,
+    speech: Speech,
+    make_worker: Callable[[Engine], WorkerContext],
+) -> None:
+    # Reads wait longer than the test does: a held request cannot time out and free the way.
+    ctx = make_worker(make_engine(vendor_read_timeout_s=60))
+    streams = start_two_streams(server, speech, ctx)
+    try:
+        # The first request still waits for its answer, and the second reaches the vendor.
+        assert server.wait_for_requests(2, timeout_s=30) and not streams.held.is_set()
+    finally:
+        audio = streams.finish()
+    assert audio == [[speech.pcm16], [speech.pcm16]]
+
+
+def test_past_its_limit_a_vendor_request_waits_for_its_turn(
+    vendor: str,
+    server: VendorServer,
+    make_engine: EngineFactory,
+    speech: Speech,
+    make_worker: Callable[[Engine], WorkerContext],
+) -> None:
+    ctx = make_worker(make_engine(vendor_max_concurrent=1, vendor_read_timeout_s=60))
+    streams = start_two_streams(server, speech, ctx)
+    try:
+        runner = ctx.engines.runner(vendor)
+        for _ in range(600):  # the second render submitted (a bound, not a clock)
+            if runner.active == 2:
+                break
+            time.sleep(0.01)
+        assert runner.active == 2
+        assert not server.wait_for_requests(2, timeout_s=0.5)  # it waits its turn here
+    finally:
+        audio = streams.finish()
+    assert audio == [[speech.pcm16], [speech.pcm16]]
+    assert len(server.requests) == 2
+
+
+# --- prepare: what the engine cannot speak is refused before the job is charged ----------------
+
+
+def refused(ctx: WorkerContext, key: str, **fields: Any) -> TTSError:
+    job = {"api_key": key, "text": TEXT, "delivery": "base64", **fields}
+    with pytest.raises(TTSError) as caught:
+        run_job(job, ctx)
+    return caught.value
+
+
+FAST_SSML = '<speak><prosody rate="x-fast">Hi.</prosody></speak>'
+
+
+@pytest.mark.parametrize(
+    ("vendor", "fields", "allowed"),
+    [
+        ("elevenlabs", {"speed": 1.5}, "0.7 to 1.2"),
+        ("elevenlabs", {"text": None, "ssml": FAST_SSML}, "0.7 to 1.2"),  # SSML's rate counts
+        ("deepgram", {"speed": 1.1}, "only 1.0"),
+    ],
+)
+def test_a_speed_the_engine_cannot_take_is_refused_before_the_job_is_charged(
+    server: VendorServer,
+    engine: VendorEngine,
+    make_worker: Callable[[Engine], WorkerContext],
+    fields: dict[str, Any],
+    allowed: str,
+) -> None:
+    ctx = make_worker(engine)
+    key = ctx.tenants.create_tenant("acme", UNLIMITED).api_key
+    error = refused(ctx, key, **fields)
+    assert error.code is ErrorCode.UNSUPPORTED_BY_ENGINE
+    assert allowed in error.message and "set speed" in error.message
+    assert server.requests == []
+    [row] = usage_rows(ctx)
+    assert (row["error_code"], row["input_chars"]) == ("unsupported_by_engine", 0)
+
+
+@pytest.mark.parametrize("vendor", ["deepgram"])
+def test_a_voice_that_speaks_another_language_is_refused_before_the_job_is_charged(
+    server: VendorServer,
+    make_engine: EngineFactory,
+    make_worker: Callable[[Engine], WorkerContext],
+) -> None:
+    ctx = make_worker(make_engine(deepgram_voices={"celeste": "aura-2-celeste-es"}))
+    key = ctx.tenants.create_tenant("acme", UNLIMITED).api_key
+    error = refused(ctx, key, voice="builtin:celeste", language="en")
+    assert error.code is ErrorCode.UNSUPPORTED_LANGUAGE
+    assert "speaks es" in error.message and "set language to 'es'" in error.message
+    assert server.requests == []
+    [row] = usage_rows(ctx)
+    assert (row["error_code"], row["input_chars"]) == ("unsupported_language", 0)

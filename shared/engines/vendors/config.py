@@ -29,6 +29,7 @@ class VendorConfig:
     pcm_rate: int | None = None
     connect_timeout_s: float = 3.0
     read_timeout_s: float = 10.0
+    max_concurrent: int = 8
 
 
 def vendor_configs(settings: Settings) -> dict[str, VendorConfig]:
@@ -68,6 +69,7 @@ def _config(
         pcm_rate=pcm_rate,
         connect_timeout_s=settings.vendor_connect_timeout_s,
         read_timeout_s=settings.vendor_read_timeout_s,
+        max_concurrent=settings.vendor_max_concurrent,
     )
 
 

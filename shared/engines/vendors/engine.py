@@ -84,6 +84,8 @@ class VendorEngine:
         key = config.api_key.get_secret_value()
         self._vendor_voices = _voice_table(config)
         self.default_voice = config.default_voice
+        # Read by the engine set: a vendor's requests run on their own threads, this many at once.
+        self.max_concurrent = config.max_concurrent
         self._http = VendorHttp(
             self.name,
             base_url=config.base_url,
@@ -130,6 +132,13 @@ class VendorEngine:
     def segment_limit(self, language: str) -> int:
         self._check_language(language)
         return self._char_limit()
+
+    def check(self, *, voice: Voice, language: str, speed: float) -> None:
+        """Refuse what this vendor cannot speak (the language, a voice that speaks another
+        one, a speed outside its range) with no request made: the handlers ask while they
+        prepare a job, so the caller hears why before anything is charged."""
+        self._vendor_voice(voice, self._check_language(language), language)
+        self._check_speed(speed)
 
     def synthesize(self, text: str, *, voice: Voice, language: str, speed: float) -> Pcm:
         request = self._checked(text, voice, language, speed, output="pcm", streaming=False)
@@ -193,6 +202,22 @@ class VendorEngine:
         streaming: bool,
     ) -> VendorRequest:
         code = self._check_language(language)
+        vendor_voice = self._vendor_voice(voice, code, language)
+        if not text.strip():
+            raise InvalidInput("text is empty")
+        if len(text) > self._char_limit():
+            raise TextTooLong(
+                f"{len(text)} characters in one segment; {self.label} takes {self._char_limit()}"
+            )
+        self._check_speed(speed)
+        return self._request(
+            SpeechAsk(
+                text, vendor_voice, language=code, speed=speed, output=output, streaming=streaming
+            )
+        )
+
+    def _vendor_voice(self, voice: Voice, code: str, language: str) -> str:
+        """The vendor's id for ``voice``, refused when it speaks one language, not ``code``."""
         # By name: the id a tenant sees is "builtin:<name>" (shared.voices.resolver).
         if voice.engine != self.name or voice.name not in self._vendor_voices:
             raise VoiceNotFound(f"{self.label} has no voice {voice.name!r} here")
@@ -200,23 +225,19 @@ class VendorEngine:
         spoken = self._voice_language(vendor_voice)
         if spoken is not None and spoken != code:
             raise UnsupportedLanguage(
-                f"{self.label} voice {voice.name!r} speaks {spoken}, not {language!r}"
+                f"{self.label} voice {voice.name!r} speaks {spoken}, not {language!r}: set "
+                f"language to {spoken!r} or choose a voice that speaks {language!r}"
             )
-        if not text.strip():
-            raise InvalidInput("text is empty")
-        if len(text) > self._char_limit():
-            raise TextTooLong(
-                f"{len(text)} characters in one segment; {self.label} takes {self._char_limit()}"
-            )
+        return vendor_voice
+
+    def _check_speed(self, speed: float) -> None:
         low, high = self.speed_range
         if not math.isfinite(speed) or not low <= speed <= high:
             allowed = "only 1.0" if low == high else f"{low:g} to {high:g}"
-            raise UnsupportedByEngine(f"{self.label} takes speeds {allowed}, not {speed:g}")
-        return self._request(
-            SpeechAsk(
-                text, vendor_voice, language=code, speed=speed, output=output, streaming=streaming
+            raise UnsupportedByEngine(
+                f"{self.label} takes speeds {allowed}, not {speed:g}: set speed (and any "
+                "SSML prosody rate, which multiplies it) within that"
             )
-        )
 
     def _pcm(self, request: VendorRequest, text: str) -> Iterator[Pcm]:
         decoder = S16Decoder()
