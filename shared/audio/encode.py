@@ -22,7 +22,7 @@ from shared.audio.aac import AdtsEncoder
 from shared.audio.formats import FORMAT_SPECS, AudioFormat, check_sample_rate, parse_format
 from shared.audio.pyav_encoder import PyAvEncoder
 from shared.audio.resample import StreamResampler, as_pcm, resample
-from shared.audio.voice_note import VoiceNoteEncoder
+from shared.audio.voice_note import OggOpusEncoder, VoiceNoteEncoder
 from shared.engines.base import Pcm
 from shared.errors import InternalError, InvalidInput, UnsupportedFormat
 
@@ -79,7 +79,7 @@ def _pcm16_bytes(samples: Int16) -> bytes:
 
 @contextmanager
 def _codec_errors(fmt: AudioFormat) -> Iterator[None]:
-    """Translate libsndfile/LAME failures once; by now rates are validated, so they are ours."""
+    """Translate libsndfile (FLAC) and LAME failures once; rates are validated, so they are ours."""
     try:
         yield
     except (sf.SoundFileError, RuntimeError) as exc:
@@ -119,9 +119,8 @@ def _lame(rate: int) -> lameenc.Encoder:
     return encoder
 
 
-# libsndfile's default Ogg page length is 1 s of audio, so a stream would arrive in 1 s bursts;
+# FFmpeg's default Ogg page length is 1 s of audio, so a stream would arrive in 1 s bursts;
 # 200 ms pages cost ~40 bytes of page header each (~1.6 kbps) for 5x lower latency.
-_SFC_SET_OGG_PAGE_LATENCY_MS = 0x1302  # sndfile.h; soundfile has no wrapper for it
 _STREAM_OGG_PAGE_MS = 200.0
 
 
@@ -141,32 +140,24 @@ def _encode_mp3(audio: Pcm, rate: int) -> bytes:
     return body + bytes(encoder.flush())
 
 
-def _at_least_one_sample(audio: Pcm) -> Pcm:
-    # With no samples libsndfile writes FLAC as 0 bytes and Ogg/Opus as headers only, and ffmpeg
-    # rejects both; one sample of silence (42 us at 24 kHz) makes a valid, still "empty" file.
-    return audio if audio.size else np.zeros(1, dtype=np.float32)
-
-
-def _encode_soundfile(audio: Pcm, rate: int, container: str, subtype: str) -> bytes:
-    audio = _at_least_one_sample(audio)
+def _encode_flac(audio: Pcm, rate: int) -> bytes:
+    # With no samples libsndfile writes FLAC as 0 bytes, which ffmpeg rejects; one sample of
+    # silence (42 us at 24 kHz) makes a valid, still "empty" file.
+    audio = audio if audio.size else np.zeros(1, dtype=np.float32)
     buffer = io.BytesIO()
     with sf.SoundFile(
-        buffer, mode="w", samplerate=rate, channels=1, format=container, subtype=subtype
+        buffer, mode="w", samplerate=rate, channels=1, format="FLAC", subtype="PCM_16"
     ) as out:
         out.write(audio)
     return buffer.getvalue()
 
 
-def _encode_ogg_opus(audio: Pcm, rate: int) -> bytes:
-    return _encode_soundfile(audio, rate, "OGG", "OPUS")
-
-
-def _encode_flac(audio: Pcm, rate: int) -> bytes:
-    return _encode_soundfile(audio, rate, "FLAC", "PCM_16")
-
-
 def _encode_pyav(encoder: PyAvEncoder, audio: Pcm) -> bytes:
     return encoder.encode(audio) + encoder.close()
+
+
+def _encode_ogg_opus(audio: Pcm, rate: int) -> bytes:
+    return _encode_pyav(OggOpusEncoder(rate), audio)
 
 
 def _encode_aac(audio: Pcm, rate: int) -> bytes:
@@ -285,90 +276,12 @@ class _Mp3Stream(_ResamplingStream):
         return bytes(self._lame.flush())
 
 
-class _AppendOnlySink:
-    """File-like object for libsndfile's virtual I/O that hands out bytes as they are written.
-
-    Ogg writes pages strictly forward; libsndfile only seeks to probe the length at open. Any real
-    backward seek would mean bytes already sent are being rewritten, so it is recorded as fatal.
-    """
-
-    def __init__(self) -> None:
-        self._pending: list[bytes] = []
-        self._position = 0
-        self.seeked_back = False
-
-    def write(self, data: bytes) -> int:
-        chunk = bytes(data)
-        self._pending.append(chunk)
-        self._position += len(chunk)
-        return len(chunk)
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._position}[whence]
-        if base + offset != self._position:
-            self.seeked_back = True
-        return self._position
-
-    def tell(self) -> int:
-        return self._position
-
-    def read(self, size: int = -1) -> bytes:
-        return b""  # write-only: nothing before the current position is kept
-
-    def drain(self) -> bytes:
-        out = b"".join(self._pending)
-        self._pending.clear()
-        return out
-
-
-class _OggOpusStream(_ResamplingStream):
-    def __init__(self, fmt: AudioFormat, in_rate: int, out_rate: int) -> None:
-        super().__init__(fmt, in_rate, out_rate)
-        self._sink = _AppendOnlySink()
-        self._wrote = False
-        with _codec_errors(fmt):
-            self._file = sf.SoundFile(
-                self._sink,
-                mode="w",
-                samplerate=out_rate,
-                channels=1,
-                format="OGG",
-                subtype="OPUS",
-            )
-        self._set_page_latency(_STREAM_OGG_PAGE_MS)
-
-    def _set_page_latency(self, ms: float) -> None:
-        # Private soundfile handles; if they ever vanish we keep 1 s pages, still a valid stream.
-        ffi = getattr(sf, "_ffi", None)
-        lib = getattr(sf, "_snd", None)
-        handle = getattr(self._file, "_file", None)
-        if ffi is None or lib is None or handle is None:
-            return
-        value = ffi.new("double*", ms)
-        lib.sf_command(handle, _SFC_SET_OGG_PAGE_LATENCY_MS, value, ffi.sizeof("double"))
-
-    def _encode(self, audio: Pcm) -> bytes:
-        if audio.size:
-            self._file.write(audio)
-            self._wrote = True
-        return self._drain()
-
-    def _finish(self) -> bytes:
-        if not self._wrote:
-            self._file.write(_at_least_one_sample(np.zeros(0, dtype=np.float32)))
-        self._file.close()
-        return self._drain()
-
-    def _drain(self) -> bytes:
-        if self._sink.seeked_back:
-            raise InternalError("libsndfile seeked back in an Ogg stream; output would be corrupt")
-        return self._sink.drain()
-
-
 # The PyAV formats' encoders already hand out bytes as packets complete; a stream only needs one
-# per request (a voice note's with short Ogg pages, like the libsndfile Ogg stream's).
+# per request (the Ogg ones with short pages). Without resampling a stream holds the whole file's
+# Opus packets, only cut into shorter pages, so it decodes to the same samples.
 _PYAV_STREAMS: dict[AudioFormat, Callable[[int], PyAvEncoder]] = {
     AudioFormat.AAC: AdtsEncoder,
+    AudioFormat.OGG_OPUS: partial(OggOpusEncoder, page_ms=_STREAM_OGG_PAGE_MS),
     AudioFormat.VOICE_NOTE: partial(VoiceNoteEncoder, page_ms=_STREAM_OGG_PAGE_MS),
 }
 
@@ -388,7 +301,7 @@ class _PyAvStream(_ResamplingStream):
 _STREAMS: dict[AudioFormat, type[_ResamplingStream]] = {
     AudioFormat.WAV: _WavStream,
     AudioFormat.MP3: _Mp3Stream,
-    AudioFormat.OGG_OPUS: _OggOpusStream,
+    AudioFormat.OGG_OPUS: _PyAvStream,
     AudioFormat.PCM16: _RawStream,
     AudioFormat.MULAW: _RawStream,
     AudioFormat.AAC: _PyAvStream,

@@ -67,7 +67,7 @@ FORMAT_SPECS: Mapping[AudioFormat, FormatSpec] = MappingProxyType(
     {
         AudioFormat.WAV: FormatSpec("audio/wav", "wav", None, None, streamable=True),
         AudioFormat.MP3: FormatSpec("audio/mpeg", "mp3", MP3_RATES, None, streamable=True),
-        # Streaming works: libsndfile writes Ogg pages strictly forward (see encode.py).
+        # libopus through PyAV (see voice_note.py); FFmpeg's Ogg muxer writes strictly forward.
         AudioFormat.OGG_OPUS: FormatSpec("audio/ogg", "ogg", OPUS_RATES, None, streamable=True),
         # libsndfile seeks back at close to rewrite STREAMINFO, so FLAC needs the whole file.
         AudioFormat.FLAC: FormatSpec("audio/flac", "flac", None, None, streamable=False),

@@ -5,7 +5,6 @@ as ffprobe/ffmpeg read them."""
 from __future__ import annotations
 
 import base64
-import time
 from collections.abc import Callable
 from itertools import accumulate
 from urllib.parse import urlsplit
@@ -34,10 +33,9 @@ from tests.audio_probe import (
     correlation,
     ffmpeg_decode,
     ffprobe_json,
-    probe_duration_s,
     sine_sweep,
 )
-from tests.shared.test_audio_formats import opus_input_rate
+from tests.shared.test_audio_opus import assert_mono_opus_in_ogg
 from tests.shared.test_audio_stream import irregular_chunks, stream_encode
 from tests.shared.test_voice_reference import voiced
 
@@ -77,12 +75,7 @@ def job(api_key: str, **fields: object) -> dict[str, object]:
 
 def assert_voice_note(data: bytes, seconds: float) -> None:
     """What WhatsApp requires of a voice note (Ogg, Opus, mono), at ``seconds`` long."""
-    probe = ffprobe_json(data, "ogg")
-    stream = audio_stream(probe)
-    assert probe["format"]["format_name"] == "ogg"
-    assert (stream["codec_name"], stream["channels"]) == ("opus", 1)
-    assert opus_input_rate(data) == (1, VOICE_NOTE_RATE)
-    assert probe_duration_s(probe) == pytest.approx(seconds, abs=0.05)
+    assert_mono_opus_in_ogg(data, VOICE_NOTE_RATE, seconds, slack_s=0.05)
 
 
 # --- the preset --------------------------------------------------------------------------------
@@ -237,20 +230,3 @@ def test_a_job_asking_another_rate_is_unsupported_format(
     with pytest.raises(TTSError) as caught:
         run_job(job(api_key, sample_rate=48000), worker)
     assert caught.value.code is ErrorCode.UNSUPPORTED_FORMAT
-
-
-# --- encode cost (printed for the record, never asserted) --------------------------------------
-
-
-def test_encode_cost_against_ogg_opus_is_printed(speech: tuple[Pcm, int]) -> None:
-    pcm, rate = speech
-    ten_s = looped(pcm, rate, 10.0)
-    for fmt in (AudioFormat.OGG_OPUS, NOTE):
-        data = encode(ten_s, in_rate=rate, fmt=fmt, out_rate=24000)
-        assert probe_duration_s(ffprobe_json(data, "ogg")) == pytest.approx(10.0, abs=0.05)
-        best = float("inf")
-        for _ in range(5):
-            started = time.perf_counter()
-            encode(ten_s, in_rate=rate, fmt=fmt, out_rate=24000)
-            best = min(best, time.perf_counter() - started)
-        print(f"\n{fmt.value}: 10 s of Piper speech -> {len(data)} bytes in {best * 1000:.1f} ms")
