@@ -6,12 +6,20 @@ A graceful shutdown (SIGTERM) first drains: new jobs are refused with a retryabl
 already admitted run to their end, for at most the grace period; only then do the engines stop
 and the usage rows get flushed. A fault (a device error seen outside an engine's runner) is for
 good: only a new process clears it, so the platform is asked for one.
+
+A job a transport accepted to run later (a queued ``/run`` job) is admitted when it is accepted
+(``admit_ahead``), not when it starts: the caller was told it would run, so the drain waits for
+it, and its dispatch, run inside ``Admission.running``, takes that admission instead of being
+refused.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 from shared.errors import ShuttingDown
 
@@ -45,11 +53,25 @@ class Lifecycle:
 
     def admit(self) -> None:
         """Count a job in; ``ShuttingDown`` once draining. A refused job is counted too, so
-        every ``admit`` pairs with one ``release`` whatever it raised."""
+        every ``admit`` pairs with one ``release`` whatever it raised. Inside
+        ``Admission.running`` the first ``admit`` takes that admission: counted already."""
+        ahead = _AHEAD.get()
         with self._cond:
+            if ahead is not None and ahead.lifecycle is self and not ahead.taken:
+                ahead.taken = True  # its job's release ends the count
+                return
             self._active += 1
             if self._draining:
                 raise ShuttingDown("the worker is shutting down; retry on another worker")
+
+    def admit_ahead(self) -> Admission:
+        """Count in a job that will run later; ``ShuttingDown`` (nothing counted) once
+        draining. Run the job inside the admission's ``running``, or ``cancel`` it."""
+        with self._cond:
+            if self._draining:
+                raise ShuttingDown("the worker is shutting down; retry on another worker")
+            self._active += 1
+        return Admission(self)
 
     def release(self) -> None:
         with self._cond:
@@ -68,3 +90,35 @@ class Lifecycle:
                     return False
                 self._cond.wait(remaining)
             return True
+
+
+class Admission:
+    """A job counted in ahead of its run (``Lifecycle.admit_ahead``); ``taken`` once the job's
+    dispatch has admitted on it (its release then ends the count)."""
+
+    def __init__(self, lifecycle: Lifecycle) -> None:
+        self.lifecycle = lifecycle
+        self.taken = False
+
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        """Run the job here: its dispatch's ``admit`` takes this admission even while the
+        worker drains; one never taken is given back at the end."""
+        token = _AHEAD.set(self)
+        try:
+            yield
+        finally:
+            _AHEAD.reset(token)
+            self.cancel()
+
+    def cancel(self) -> None:
+        """Give the count back, unless the job's dispatch took it."""
+        with self.lifecycle._cond:
+            if self.taken:
+                return
+            self.taken = True
+        self.lifecycle.release()
+
+
+# The admission the job running in this context was accepted on (None: none).
+_AHEAD: ContextVar[Admission | None] = ContextVar("admitted_ahead", default=None)

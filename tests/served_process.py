@@ -6,14 +6,42 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from shared.tenants.base import UNLIMITED
 from shared.tenants.sqlite_store import SqliteTenantStore
 from tests.processes import REPO
 from tests.servers import wait_for_port
+
+
+def until(check: Callable[[], Any], what: str, timeout_s: float = 30.0) -> Any:
+    """Poll ``check`` until it gives something true, and return that: a bound on a worker
+    reaching a state, never a timed assertion."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if found := check():
+            return found
+        time.sleep(0.02)
+    raise AssertionError(f"{what} did not happen within {timeout_s} s")
+
+
+# Fixtures of the tests that serve a process; a test module imports them by these names.
+@pytest.fixture(name="data_dir")
+def data_dir_fixture(tmp_path: Path) -> Path:
+    """The served process's data directory (its SQLite store and audio), fresh per test."""
+    return tmp_path / "data"
+
+
+@pytest.fixture(name="api_key")
+def api_key_fixture(data_dir: Path) -> str:
+    """The key of a tenant made beforehand in ``data_dir``'s store."""
+    return new_tenant_key(data_dir, "acme")
 
 
 def new_tenant_key(data_dir: Path, name: str) -> str:

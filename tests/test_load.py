@@ -22,7 +22,13 @@ from shared.jobs import OperatorCredentials
 from shared.worker import build_worker
 from tests.processes import clean_env
 from tests.quiet_piper import silence_noise
-from tests.served_process import listening, new_tenant_key, spawn, usage_of
+from tests.served_process import (  # noqa: F401  (data_dir_fixture, api_key_fixture: fixtures)
+    api_key_fixture,
+    data_dir_fixture,
+    listening,
+    spawn,
+    usage_of,
+)
 from tests.servers import free_port
 
 PROCESSES = 3
@@ -32,16 +38,6 @@ WORDS = ["amber", "bison", "cedar", "delta", "ember", "fjord", "gusto", "harbor"
 
 def _text(n: int) -> str:
     return f"Caller {n} asks for {WORDS[n % len(WORDS)]} and {WORDS[(n * 5 + 1) % len(WORDS)]}."
-
-
-@pytest.fixture
-def data_dir(tmp_path: Path) -> Path:
-    return tmp_path / "data"
-
-
-@pytest.fixture
-def api_key(data_dir: Path) -> str:
-    return new_tenant_key(data_dir, "load")
 
 
 @pytest.fixture

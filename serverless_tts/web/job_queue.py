@@ -1,5 +1,9 @@
 """Jobs queued by ``/run``: run on a small thread pool, their items kept for ``/status`` and
-``/stream`` polling, as RunPod keeps ``/run`` results (30 minutes there, bounded here)."""
+``/stream`` polling, as RunPod keeps ``/run`` results (30 minutes there, bounded here).
+
+A job is admitted to the worker's lifecycle when it is queued, not when it starts: a shutdown's
+drain waits for every job this queue accepted, and one queued before SIGTERM still runs; once
+draining, ``submit`` refuses (503, shutting down)."""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from typing import Any, Literal
 from serverless_tts.runpod_shapes import JobItem, error_string, start_job
 from serverless_tts.web.webhooks import Webhooks
 from shared.errors import EngineUnavailable, InternalError, QueueFull, TTSError
+from shared.lifecycle import Admission
 from shared.worker import WorkerContext
 
 _log = logging.getLogger(__name__)
@@ -66,6 +71,7 @@ class JobQueue:
         # Finished jobs in the order they finished: the oldest is always first, so eviction
         # stops at the first job it keeps and never walks past running ones.
         self._finished: OrderedDict[str, None] = OrderedDict()
+        self._waiting: dict[str, Admission] = {}  # queued jobs not started yet
         self._lock = threading.Lock()
         self._retention_s = retention_s
         self._max_active = max_active
@@ -74,7 +80,8 @@ class JobQueue:
 
     def submit(self, raw_input: object, *, webhook: str | None = None) -> QueuedJob:
         """Queue a job; its ``webhook`` hears the final status (through this queue's
-        ``webhooks``). ``QueueFull`` when ``max_active`` jobs are already waiting or running."""
+        ``webhooks``). ``QueueFull`` when ``max_active`` jobs are already waiting or running;
+        ``ShuttingDown`` once the worker drains."""
         job = QueuedJob(id=f"local-{uuid.uuid4().hex}", webhook=webhook)
         with self._lock:
             # Jobs waiting or running are the kept jobs that have not finished.
@@ -84,6 +91,7 @@ class JobQueue:
                     f"retry in {RETRY_AFTER_S} s",
                     retry_after_s=RETRY_AFTER_S,
                 )
+            self._waiting[job.id] = self._ctx.lifecycle.admit_ahead()
             self._forget_old()
             self._jobs[job.id] = job
         try:
@@ -91,6 +99,7 @@ class JobQueue:
         except RuntimeError:  # the pool is shut down: the app is stopping
             with self._lock:
                 del self._jobs[job.id]
+                self._waiting.pop(job.id).cancel()
             raise EngineUnavailable("the worker is shutting down") from None
         return job
 
@@ -110,15 +119,23 @@ class JobQueue:
             return job, new
 
     def shutdown(self) -> None:
+        """Stop the pool; a job still waiting then (the drain's grace ran out) never runs and
+        leaves the lifecycle's count."""
         self._pool.shutdown(wait=True, cancel_futures=True)
+        with self._lock:
+            never_run, self._waiting = list(self._waiting.values()), {}
+        for admission in never_run:
+            admission.cancel()
 
     def _run(self, job: QueuedJob, raw_input: object) -> None:
         with self._lock:
             job.status = "IN_PROGRESS"
+            admission = self._waiting.pop(job.id)
         try:
-            for item in start_job(raw_input, self._ctx, job_id=job.id):
-                with self._lock:
-                    job.items.append(item)
+            with admission.running():
+                for item in start_job(raw_input, self._ctx, job_id=job.id):
+                    with self._lock:
+                        job.items.append(item)
         except TTSError as err:
             self._end(job, "FAILED", error_string(err))
         except Exception:

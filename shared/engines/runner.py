@@ -21,90 +21,31 @@ runner faulted for good: it refuses new renders, and the worker's health says so
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 
 from shared.engines import device_faults
-from shared.engines.base import Engine, Pcm
-from shared.errors import DeviceError, EngineTimeout, EngineUnavailable
+from shared.engines.base import Engine
+from shared.engines.render_stream import (
+    END,
+    Render,
+    RenderCancelled,
+    RenderQueues,
+    RenderStream,
+    Step,
+    close_quietly,
+)
+from shared.errors import DeviceError
 
-_log = logging.getLogger(__name__)
+__all__ = ["DEFAULT_QUEUE_CHUNKS", "EngineRunner", "RenderCancelled", "RenderStream", "Step"]
 
 # Chunks a render may have made ahead of its reader (XTTS chunk ~1 s, Piper one sentence).
 DEFAULT_QUEUE_CHUNKS = 4
 
 
-@dataclass(frozen=True, slots=True)
-class Step:
-    """One engine step's audio (None: a step that only marks a boundary); ``boundary``: the
-    engine holds no state of this render after this step; ``last``: the render is complete
-    (its reader need not wait for another turn to learn so)."""
-
-    pcm: Pcm | None
-    boundary: bool = True
-    last: bool = False
-
-
-_END = object()
-_CANCELLED = object()
-
-
-class RenderCancelled(Exception):
-    """The render was cancelled (its stream closed): its reader stops without an end."""
-
-
-@dataclass(eq=False)
-class _Render:
-    steps: Iterator[Step]
-    label: str
-    queue: deque[object] = field(default_factory=deque)
-    cancelled: bool = False
-    done: bool = False
-    mid_segment: bool = False
-
-
-class RenderStream:
-    """The reading end of one render: iterate for PCM; ``close`` (or dropping it) cancels."""
-
-    def __init__(self, runner: EngineRunner, render: _Render) -> None:
-        self._runner = runner
-        self._render = render
-        self._over = False
-
-    def __iter__(self) -> RenderStream:
-        return self
-
-    def __next__(self) -> Pcm:
-        if self._over:
-            raise StopIteration
-        item = self._runner._take(self._render)
-        if item is _END:
-            self._over = True
-            raise StopIteration
-        if item is _CANCELLED:
-            self._over = True
-            raise RenderCancelled
-        if isinstance(item, BaseException):
-            self._over = True
-            raise item
-        return item  # type: ignore[return-value]
-
-    def close(self) -> None:
-        """Cancel the render; safe from any thread, while another one reads."""
-        self._runner._cancel(self._render)
-
-    def __del__(self) -> None:
-        # A reader dropped without close (a client gone, a generator collected) cancels too.
-        with contextlib.suppress(Exception):  # at interpreter exit the runner may be gone
-            self.close()
-
-
-class EngineRunner:
+class EngineRunner(RenderQueues):
     """Owns ``engine``'s thread; ``submit`` renders from any thread."""
 
     def __init__(
@@ -116,14 +57,10 @@ class EngineRunner:
     ) -> None:
         if queue_chunks < 1:
             raise ValueError("queue_chunks must be at least 1")
-        self.engine = engine
-        self._queue_chunks = queue_chunks
+        super().__init__(engine, queue_chunks)
         self._interleavable = engine.streaming.interleavable
         self._clock = clock
-        self._cond = threading.Condition()
-        self._renders: deque[_Render] = deque()
-        self._closing = False
-        self._step_timeout_s: float | None = None
+        self._renders: deque[Render] = deque()
         self._hung_s: float | None = None
         self._step_started: float | None = None  # the step in progress began (None: idle)
         self._fault: str | None = None
@@ -133,22 +70,11 @@ class EngineRunner:
     def submit(self, steps: Iterator[Step], *, label: str = "") -> RenderStream:
         """Queue a render; its steps run on the engine thread only. A new render goes first,
         so it waits for no more than the step in progress."""
-        render = _Render(steps=steps, label=label)
+        render = Render(steps=steps, label=label)
         fault = self.fault
         if fault is not None:
             raise DeviceError(f"the {self.engine.name} engine is out of service: {fault}")
-        with self._cond:
-            if self._closing:
-                raise EngineUnavailable("the worker is shutting down")
-            self._renders.appendleft(render)
-            self._cond.notify_all()
-        return RenderStream(self, render)
-
-    @property
-    def active(self) -> int:
-        """Renders submitted and not yet finished or cancelled."""
-        with self._cond:
-            return len(self._renders)
+        return self._open(render, lambda: self._renders.appendleft(render))
 
     def limit(self, *, step_timeout_s: float | None, hung_s: float | None) -> None:
         """How long a reader waits on one engine step, and how long a step may run before the
@@ -180,44 +106,16 @@ class EngineRunner:
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Cancel every render and stop the thread (after the step in progress)."""
-        with self._cond:
-            self._closing = True
-            for render in self._renders:
-                render.cancelled = True
-                # A reader still waiting must learn its audio is cut short, not see an end.
-                render.queue.append(EngineUnavailable("the worker is shutting down"))
-            self._cond.notify_all()
+        self._cut_short()
         self._thread.join(timeout=timeout_s)
 
     # --- the reader's side ---------------------------------------------------------------
-
-    def _take(self, render: _Render) -> object:
-        with self._cond:
-            while not render.queue:
-                if render.cancelled:
-                    return _CANCELLED
-                if render.done:
-                    return _END
-                wait_s = self._stall_wait()
-                if wait_s is not None and wait_s <= 0:
-                    # The reader stops waiting; the engine closes the render when it returns.
-                    render.cancelled = True
-                    self._cond.notify_all()
-                    return EngineTimeout(
-                        f"the {self.engine.name} engine's step ran past {self._step_timeout_s:g} s"
-                        " (TTS_ENGINE_TIMEOUT_S); retry"
-                    )
-                self._cond.wait(wait_s)
-            item = render.queue.popleft()
-            self._cond.notify_all()  # room on this render's queue: it may run again
-            return item
 
     def _running_for(self) -> float | None:
         started = self._step_started
         return None if started is None else self._clock() - started
 
     def _stall_wait(self) -> float | None:
-        """Seconds a reader may still wait for the step in progress (None: unbounded)."""
         if self._step_timeout_s is None:
             return None
         running = self._running_for()
@@ -225,19 +123,13 @@ class EngineRunner:
             return self._step_timeout_s
         return self._step_timeout_s - running
 
-    def _cancel(self, render: _Render) -> None:
-        with self._cond:
-            if not render.done:
-                render.cancelled = True
-                self._cond.notify_all()
-
     # --- the engine thread ---------------------------------------------------------------
 
     def _run(self) -> None:
         while True:
             render, finished, stop = self._pick()
             for gone in finished:
-                _close_quietly(gone)
+                close_quietly(gone)
             if stop:
                 return
             if render is None:
@@ -246,7 +138,7 @@ class EngineRunner:
             try:
                 step = next(render.steps)
             except StopIteration:
-                self._finish(render, _END)
+                self._finish(render, END)
             except BaseException as exc:
                 self._finish(render, self._failed(exc))
             else:
@@ -262,17 +154,17 @@ class EngineRunner:
                 self._fault = self._fault or translated.message
         return translated
 
-    def _took(self, render: _Render, step: Step) -> None:
+    def _took(self, render: Render, step: Step) -> None:
         with self._cond:
             if step.pcm is not None:
                 render.queue.append(step.pcm)
             render.mid_segment = not step.boundary
             self._cond.notify_all()
         if step.last:
-            self._finish(render, _END)
-            _close_quietly(render)  # runs the render's own cleanup, here on the engine thread
+            self._finish(render, END)
+            close_quietly(render)  # runs the render's own cleanup, here on the engine thread
 
-    def _pick(self) -> tuple[_Render | None, list[_Render], bool]:
+    def _pick(self) -> tuple[Render | None, list[Render], bool]:
         """The next render to advance, cancelled renders to close, and whether to stop."""
         with self._cond:
             while True:
@@ -290,7 +182,7 @@ class EngineRunner:
                     return ready, [], False
                 self._cond.wait()
 
-    def _pick_ready(self) -> _Render | None:
+    def _pick_ready(self) -> Render | None:
         """Round robin over renders with room; a render mid-segment on an engine that cannot
         interleave keeps the engine until its segment ends. Call with the lock held, after
         ``_pick`` has taken the cancelled renders out."""
@@ -305,7 +197,7 @@ class EngineRunner:
                 return render
         return None
 
-    def _finish(self, render: _Render, last: object) -> None:
+    def _finish(self, render: Render, last: object) -> None:
         with self._cond:
             render.done = True
             render.mid_segment = False
@@ -313,14 +205,3 @@ class EngineRunner:
             if render in self._renders:
                 self._renders.remove(render)
             self._cond.notify_all()
-
-
-def _close_quietly(render: _Render) -> None:
-    """End a cancelled render's generator on the engine thread, where its model state lives."""
-    close = getattr(render.steps, "close", None)
-    if close is None:
-        return
-    try:
-        close()
-    except Exception:
-        _log.exception("closing a cancelled render %s failed", render.label)

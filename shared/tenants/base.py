@@ -68,6 +68,26 @@ class AllowanceLease:
 
 
 @dataclass(frozen=True, slots=True)
+class LeaseTerms:
+    """What a worker asks to lease: 1 to ``requests`` requests and ``need_chars`` (the job at
+    hand's) to ``chars`` characters, for ``ttl_s`` seconds."""
+
+    requests: int
+    chars: int
+    need_chars: int
+    ttl_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class SpentLease:
+    """A lease handed back with what its worker spent of it."""
+
+    lease: AllowanceLease
+    requests: int
+    chars: int
+
+
+@dataclass(frozen=True, slots=True)
 class UsageRecord:
     """One dispatched job, billed or not: exactly one row per (tenant_id, job_id).
 
@@ -191,20 +211,12 @@ class LeasingStore(TenantStore, Protocol):
     """A store that can also lease allowance: both stores are one."""
 
     def lease_allowance(
-        self,
-        tenant_id: str,
-        *,
-        requests: int,
-        chars: int,
-        need_chars: int,
-        ttl_s: float,
-        settle: tuple[AllowanceLease, int, int] | None = None,
+        self, tenant_id: str, terms: LeaseTerms, settle: SpentLease | None = None
     ) -> AllowanceLease:
-        """Reserve 1 to ``requests`` requests and ``need_chars`` to ``chars`` characters for
-        ``ttl_s`` seconds, in one atomic step under the limits ``authorize`` applies, refusing as
-        it does (same errors, retry-after and used counts) when not even one request of
-        ``need_chars`` fits. ``settle`` (a lease with its spent requests and characters) is
-        returned first in the same step, and stays returned whatever the answer."""
+        """Reserve what ``terms`` asks for in one atomic step under the limits ``authorize``
+        applies, refusing as it does (same errors, retry-after and used counts) when not even
+        one request of ``need_chars`` fits; ``InvalidInput`` (``check_lease``) before any query.
+        ``settle`` is returned first in the same step, and stays returned whatever the answer."""
         ...
 
     def return_allowance(self, lease: AllowanceLease, used_requests: int, used_chars: int) -> None:

@@ -7,6 +7,7 @@ import unicodedata
 from collections.abc import Sequence
 
 from shared.errors import Conflict, InvalidInput, QuotaExceeded, RateLimited
+from shared.tenants.base import LeaseTerms
 
 MAX_NAME_CHARS = 200
 _NAME_RULE = (
@@ -24,14 +25,14 @@ def check_chars(chars: int) -> None:
         raise InvalidInput("character count must not be negative")
 
 
-def check_lease(requests: int, chars: int, need_chars: int, ttl_s: float) -> None:
+def check_lease(terms: LeaseTerms) -> None:
     """A lease holds at least one request, room for the job at hand, for a bounded time."""
-    check_chars(need_chars)
-    if requests < 1:
+    check_chars(terms.need_chars)
+    if terms.requests < 1:
         raise InvalidInput("a lease holds at least one request")
-    if chars < need_chars:
+    if terms.chars < terms.need_chars:
         raise InvalidInput("a lease must hold at least the characters of the job at hand")
-    if not 0 < ttl_s <= MAX_LEASE_TTL_S:
+    if not 0 < terms.ttl_s <= MAX_LEASE_TTL_S:
         raise InvalidInput(f"a lease lasts more than 0 and at most {MAX_LEASE_TTL_S} s")
 
 

@@ -35,14 +35,16 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 
 from shared.tenants.base import (
     AllowanceLease,
     DailyUsage,
     IssuedKey,
+    LeaseTerms,
     LeasingStore,
+    SpentLease,
     Tenant,
     TenantLimits,
     UsageRecord,
@@ -94,16 +96,16 @@ class LeasingTenantStore:
     ``inner``'s. Thread-safe."""
 
     def __init__(self, inner: LeasingStore, *, requests: int, chars: int, ttl_s: float) -> None:
-        check_lease(requests, chars, 0, ttl_s)
+        self._terms = LeaseTerms(requests=requests, chars=chars, need_chars=0, ttl_s=ttl_s)
+        check_lease(self._terms)
         self._inner = inner
-        self._requests, self._chars, self._ttl_s = requests, chars, ttl_s
         self._slots: dict[str, _Slot] = {}
         self._slots_lock = threading.Lock()
         self._returner = _Returner(inner)
 
     def authorize(self, tenant_id: str, chars: int) -> Tenant:
         check_chars(chars)
-        if chars > self._chars:
+        if chars > self._terms.chars:
             return self._inner.authorize(tenant_id, chars)
         slot = self._slot(tenant_id)
         with slot.lock:
@@ -112,23 +114,17 @@ class LeasingTenantStore:
                 return held.spend(chars)
             slot.held = None  # spent, short or out of time: the renewal below settles it
             started = time.monotonic()
-            settle = None if held is None else (held.lease, held.requests, held.chars)
+            settle = None if held is None else SpentLease(held.lease, held.requests, held.chars)
+            terms = replace(self._terms, need_chars=chars)
             try:
-                lease = self._inner.lease_allowance(
-                    tenant_id,
-                    requests=self._requests,
-                    chars=self._chars,
-                    need_chars=chars,
-                    ttl_s=self._ttl_s,
-                    settle=settle,
-                )
+                lease = self._inner.lease_allowance(tenant_id, terms, settle)
             except RETRIED_ERRORS:
                 self._returner.give_back(held)
                 return self._inner.authorize(tenant_id, chars)  # the store's outage policy
             except BaseException:
                 self._returner.give_back(held)
                 raise
-            fresh = _Held(lease, deadline=started + self._ttl_s)
+            fresh = _Held(lease, deadline=started + self._terms.ttl_s)
             slot.held = fresh
             self._returner.watch(slot, fresh)
             return fresh.spend(chars)

@@ -32,6 +32,8 @@ from shared.tenants.base import (
     AllowanceLease,
     DailyUsage,
     IssuedKey,
+    LeaseTerms,
+    SpentLease,
     Tenant,
     TenantLimits,
     UsageRecord,
@@ -237,34 +239,27 @@ class SqliteTenantStore:
         return tenant
 
     def lease_allowance(
-        self,
-        tenant_id: str,
-        *,
-        requests: int,
-        chars: int,
-        need_chars: int,
-        ttl_s: float,
-        settle: tuple[AllowanceLease, int, int] | None = None,
+        self, tenant_id: str, terms: LeaseTerms, settle: SpentLease | None = None
     ) -> AllowanceLease:
-        check_lease(requests, chars, need_chars, ttl_s)
+        check_lease(terms)
         now = self._clock()
         refusal: TTSError | None = None
         with self._lock:  # held across the transaction: no other thread settles in between
             with self._transaction(immediate=True) as db:
                 if settle is not None:
-                    self._settle(db, *settle, now_us=epoch_us(now))
+                    self._settle(db, settle, now_us=epoch_us(now))
                 # A refusal must not roll the settle back: it is raised once the step commits.
                 try:
                     found = _tenant_by_id(db, tenant_id)
                     if found is None:
                         raise Unauthorized(_REJECTED)
                     tenant = _active(found)
-                    reserved = _reserve(db, tenant, requests, chars, need_chars, ttl_s, now)
+                    reserved = _reserve(db, tenant, terms, now)
                 except TTSError as exc:
                     refusal = exc
             # Committed: only now does this process hold (or no longer hold) the leases.
             if settle is not None:
-                self._leases.pop(settle[0].id, None)
+                self._leases.pop(settle.lease.id, None)
             if refusal is not None:
                 raise refusal
             lease_id = uuid.uuid4().hex
@@ -277,25 +272,17 @@ class SqliteTenantStore:
         now_us = epoch_us(self._clock())
         with self._lock:
             with self._transaction(immediate=True) as db:
-                self._settle(db, lease, used_requests, used_chars, now_us=now_us)
+                self._settle(db, SpentLease(lease, used_requests, used_chars), now_us=now_us)
             self._leases.pop(lease.id, None)
 
-    def _settle(
-        self,
-        db: sqlite3.Connection,
-        lease: AllowanceLease,
-        used_requests: int,
-        used_chars: int,
-        *,
-        now_us: int,
-    ) -> None:
-        """Take back what ``lease`` did not spend; re-stamp what it spent at ``now_us`` (never
+    def _settle(self, db: sqlite3.Connection, spent: SpentLease, *, now_us: int) -> None:
+        """Take back what the lease did not spend; re-stamp what it spent at ``now_us`` (never
         earlier than it was spent). Nothing for a lease settled already."""
-        reserved = self._leases.get(lease.id)
+        reserved = self._leases.get(spent.lease.id)
         if reserved is None:
             return
-        unspent = reserved.requests - min(max(used_requests, 0), reserved.requests)
-        unspent_chars = reserved.chars - min(max(used_chars, 0), reserved.chars)
+        unspent = reserved.requests - min(max(spent.requests, 0), reserved.requests)
+        unspent_chars = reserved.chars - min(max(spent.chars, 0), reserved.chars)
         entries = "SELECT rowid FROM request_log WHERE tenant_id = ? AND at_us = ? LIMIT ?"
         key = (reserved.tenant_id, reserved.at_us)
         db.execute(f"DELETE FROM request_log WHERE rowid IN ({entries})", (*key, unspent))
@@ -631,20 +618,12 @@ def _charge(db: sqlite3.Connection, tenant: Tenant, chars: int, now: datetime) -
     _count(db, tenant.id, now_us, month, chars)
 
 
-def _reserve(
-    db: sqlite3.Connection,
-    tenant: Tenant,
-    requests: int,
-    chars: int,
-    need_chars: int,
-    ttl_s: float,
-    now: datetime,
-) -> _Reserved:
+def _reserve(db: sqlite3.Connection, tenant: Tenant, terms: LeaseTerms, now: datetime) -> _Reserved:
     """Refuse as ``_charge`` does unless one request of ``need_chars`` fits; else reserve as
     many requests (up to ``requests``) as both windows have room for and as many characters (up
     to ``chars``) as the quota has, the requests logged at the lease's end."""
     now_us, month = epoch_us(now), month_key(now)
-    used = _check_limits(db, tenant, need_chars, now_us, month)
+    used = _check_limits(db, tenant, terms.need_chars, now_us, month)
     limits = tenant.limits
     room = [
         _window_free(db, tenant.id, limit, length_s, now_us)
@@ -653,10 +632,11 @@ def _reserve(
             (HOUR_S, limits.requests_per_hour),
         )
     ]
-    granted = min([requests, *(free for free in room if free is not None)])
+    granted = min([terms.requests, *(free for free in room if free is not None)])
+    chars = terms.chars
     if limits.monthly_char_quota is not None:
         chars = min(chars, limits.monthly_char_quota - used)
-    at_us = now_us + round(ttl_s * US_PER_S)
+    at_us = now_us + round(terms.ttl_s * US_PER_S)
     db.executemany(
         "INSERT INTO request_log (tenant_id, at_us) VALUES (?, ?)", [(tenant.id, at_us)] * granted
     )

@@ -43,6 +43,8 @@ from shared.tenants.base import (
     AllowanceLease,
     DailyUsage,
     IssuedKey,
+    LeaseTerms,
+    SpentLease,
     Tenant,
     TenantLimits,
     UsageRecord,
@@ -196,37 +198,29 @@ class SupabaseTenantStore:
         return self._decide(tenant_uuid, chars, _mapping(result))
 
     def lease_allowance(
-        self,
-        tenant_id: str,
-        *,
-        requests: int,
-        chars: int,
-        need_chars: int,
-        ttl_s: float,
-        settle: tuple[AllowanceLease, int, int] | None = None,
+        self, tenant_id: str, terms: LeaseTerms, settle: SpentLease | None = None
     ) -> AllowanceLease:
-        check_lease(requests, chars, need_chars, ttl_s)
+        check_lease(terms)
         try:
             tenant_uuid = str(uuid.UUID(tenant_id))
         except ValueError as exc:
             raise Unauthorized(_REJECTED) from exc
         params: dict[str, Any] = {
             "p_tenant_id": tenant_uuid,
-            "p_requests": requests,
-            "p_chars": chars,
-            "p_need_chars": need_chars,
-            "p_ttl_s": ttl_s,
+            "p_requests": terms.requests,
+            "p_chars": terms.chars,
+            "p_need_chars": terms.need_chars,
+            "p_ttl_s": terms.ttl_s,
         }
         if settle is not None:
-            lease, used_requests, used_chars = settle
             params |= {
-                "p_settle_lease_id": lease.id,
-                "p_used_requests": used_requests,
-                "p_used_chars": used_chars,
+                "p_settle_lease_id": settle.lease.id,
+                "p_used_requests": settle.requests,
+                "p_used_chars": settle.chars,
             }
         result = _mapping(self._run(self._client.rpc("lease_allowance", params)))
         if result.get("decision") != "leased":
-            self._refuse(tenant_uuid, need_chars, result)
+            self._refuse(tenant_uuid, terms.need_chars, result)
         lease_row = _mapping(result.get("lease"))
         return AllowanceLease(
             id=str(lease_row["id"]),

@@ -56,6 +56,54 @@ as $$
     ), 0::bigint);
 $$;
 
+-- The tenant's row, locked until this transaction commits (null: no such tenant). Every charge of
+-- a tenant (authorize_tenant, lease_allowance, return_allowance) takes this lock first, so they
+-- are serialized. NO KEY UPDATE: it does not wait for the key-share locks that usage_logs and
+-- request_log inserts take.
+create function public.lock_tenant(p_tenant_id uuid)
+returns public.tenants
+language sql
+set search_path = ''
+as $$
+    select * from public.tenants where id = p_tenant_id for no key update;
+$$;
+
+-- Add a charge to the tenant's month counter, and drop its log entries older than the longest
+-- window (they are never read again).
+create function public.count_charge(
+    p_tenant_id uuid, p_month date, p_chars bigint, p_requests integer, p_now timestamptz
+)
+returns void
+language sql
+set search_path = ''
+as $$
+    delete from public.request_log r
+    where r.tenant_id = p_tenant_id and r.at <= p_now - interval '1 hour';
+
+    insert into public.monthly_usage as m (tenant_id, month, input_chars, requests)
+    values (p_tenant_id, p_month, p_chars, p_requests)
+    on conflict (tenant_id, month) do update
+        set input_chars = m.input_chars + excluded.input_chars,
+            requests = m.requests + excluded.requests;
+$$;
+
+-- The refusal (p_decision) one more request gets from one sliding window at p_now, or null when
+-- it fits in it.
+create function public.window_refusal(
+    t public.tenants, p_limit integer, p_window interval, p_decision text, p_now timestamptz
+)
+returns jsonb
+language sql
+stable
+set search_path = ''
+as $$
+    select jsonb_build_object(
+        'decision', p_decision, 'tenant', to_jsonb(t) - 'key_hash', 'retry_after_s', w.retry
+    )
+    from (select public.sliding_window_retry_after_s(t.id, p_limit, p_window, p_now) as retry) w
+    where w.retry is not null;
+$$;
+
 -- The answer one more request of p_chars characters gets at p_now, or null when it fits: the
 -- refusals of authorize_tenant, checked in its order (inactive, the minute, the hour, the quota)
 -- and with its fields (retry_after_s; used), so a lease is refused exactly as a request is.
@@ -67,27 +115,21 @@ set search_path = ''
 as $$
 declare
     v_tenant jsonb := to_jsonb(t) - 'key_hash';
-    v_retry integer;
+    v_refusal jsonb;
     v_used bigint;
 begin
     if not t.active then
         return jsonb_build_object('decision', 'inactive', 'tenant', v_tenant);
     end if;
-    v_retry := public.sliding_window_retry_after_s(
-        t.id, t.requests_per_minute, interval '1 minute', p_now
+    -- COALESCE stops at the first refusal: the hour is not read when the minute refuses.
+    v_refusal := coalesce(
+        public.window_refusal(
+            t, t.requests_per_minute, interval '1 minute', 'rate_limited_minute', p_now
+        ),
+        public.window_refusal(t, t.requests_per_hour, interval '1 hour', 'rate_limited_hour', p_now)
     );
-    if v_retry is not null then
-        return jsonb_build_object(
-            'decision', 'rate_limited_minute', 'tenant', v_tenant, 'retry_after_s', v_retry
-        );
-    end if;
-    v_retry := public.sliding_window_retry_after_s(
-        t.id, t.requests_per_hour, interval '1 hour', p_now
-    );
-    if v_retry is not null then
-        return jsonb_build_object(
-            'decision', 'rate_limited_hour', 'tenant', v_tenant, 'retry_after_s', v_retry
-        );
+    if v_refusal is not null then
+        return v_refusal;
     end if;
     if t.monthly_char_quota is not null then
         v_used := public.month_chars_used(
@@ -104,7 +146,8 @@ end;
 $$;
 
 -- authorize_tenant as before (same answers, same lock, same clock), its checks now shared with
--- lease_allowance through charge_refusal.
+-- lease_allowance through charge_refusal, its lock and counting through lock_tenant and
+-- count_charge.
 create or replace function public.authorize_tenant(p_tenant_id uuid, p_chars integer)
 returns jsonb
 language plpgsql
@@ -121,11 +164,8 @@ begin
         raise exception 'p_chars must be a non-negative integer' using errcode = '22023';
     end if;
 
-    -- The lock serializes every charge of this tenant until this transaction commits. NO KEY
-    -- UPDATE: it does not wait for the key-share locks that usage_logs and request_log inserts
-    -- take.
-    select * into t from public.tenants where id = p_tenant_id for no key update;
-    if not found then
+    t := public.lock_tenant(p_tenant_id);
+    if t.id is null then
         return jsonb_build_object('decision', 'unknown_tenant');
     end if;
     -- clock_timestamp(), not now(): read after the lock, so log entries are in lock order even
@@ -139,14 +179,7 @@ begin
 
     -- Logged even for unlimited windows, so a limit set mid-window starts from the truth.
     insert into public.request_log (tenant_id, at) values (t.id, v_now);
-    -- Entries older than the longest window are never read again.
-    delete from public.request_log r
-    where r.tenant_id = t.id and r.at <= v_now - interval '1 hour';
-
-    insert into public.monthly_usage as m (tenant_id, month, input_chars, requests)
-    values (t.id, v_month, p_chars, 1)
-    on conflict (tenant_id, month) do update
-        set input_chars = m.input_chars + excluded.input_chars, requests = m.requests + 1;
+    perform public.count_charge(t.id, v_month, p_chars, 1, v_now);
 
     return jsonb_build_object('decision', 'allowed', 'tenant', to_jsonb(t) - 'key_hash');
 end;
@@ -258,12 +291,11 @@ begin
         raise exception 'p_ttl_s must be in (0, 3600]' using errcode = '22023';
     end if;
 
-    -- The same lock as authorize_tenant: every charge of this tenant is serialized.
-    select * into t from public.tenants where id = p_tenant_id for no key update;
-    if not found then
+    t := public.lock_tenant(p_tenant_id);
+    if t.id is null then
         return jsonb_build_object('decision', 'unknown_tenant');
     end if;
-    v_now := clock_timestamp();
+    v_now := clock_timestamp();  -- after the lock, as authorize_tenant's
     if p_settle_lease_id is not null then
         perform public.settle_allowance_lease(
             p_settle_lease_id, p_used_requests, p_used_chars, v_now
@@ -294,14 +326,7 @@ begin
     returning id into v_lease;
     insert into public.request_log (tenant_id, at, lease_id)
     select t.id, v_expires, v_lease from generate_series(1, v_requests);
-    delete from public.request_log r
-    where r.tenant_id = t.id and r.at <= v_now - interval '1 hour';
-
-    insert into public.monthly_usage as m (tenant_id, month, input_chars, requests)
-    values (t.id, v_month, v_chars, v_requests)
-    on conflict (tenant_id, month) do update
-        set input_chars = m.input_chars + excluded.input_chars,
-            requests = m.requests + excluded.requests;
+    perform public.count_charge(t.id, v_month, v_chars, v_requests, v_now);
 
     return jsonb_build_object(
         'decision', 'leased',
@@ -331,7 +356,7 @@ begin
         return jsonb_build_object('decision', 'unknown_lease');
     end if;
     -- The tenant's row first, as every charge takes it, so no lease or authorize interleaves.
-    perform 1 from public.tenants where id = v_tenant_id for no key update;
+    perform public.lock_tenant(v_tenant_id);
     if public.settle_allowance_lease(
         p_lease_id, p_used_requests, p_used_chars, clock_timestamp()
     ) then
@@ -356,4 +381,10 @@ revoke execute on function public.sliding_window_free(uuid, integer, interval, t
     from public, anon, authenticated;
 revoke execute on function public.charge_refusal(public.tenants, bigint, timestamptz)
     from public, anon, authenticated;
+revoke execute on function public.window_refusal(
+    public.tenants, integer, interval, text, timestamptz
+) from public, anon, authenticated;
 revoke execute on function public.month_chars_used(uuid, date) from public, anon, authenticated;
+revoke execute on function public.lock_tenant(uuid) from public, anon, authenticated;
+revoke execute on function public.count_charge(uuid, date, bigint, integer, timestamptz)
+    from public, anon, authenticated;

@@ -21,31 +21,19 @@ from shared.errors import ShuttingDown
 from shared.lifecycle import Lifecycle
 from tests.audio_probe import audio_stream, ffprobe_json
 from tests.processes import clean_env
-from tests.served_process import listening, new_tenant_key, spawn, usage_of
+from tests.served_process import (  # noqa: F401  (data_dir_fixture, api_key_fixture: fixtures)
+    api_key_fixture,
+    data_dir_fixture,
+    listening,
+    spawn,
+    until,
+    usage_of,
+)
 from tests.servers import free_port
 
 GRACE_S = 60  # far above what the held job needs: the process must exit on its own, well within
 HELD = "tests.entrypoints.held_worker"
 Worker = tuple[subprocess.Popen[str], str, Path]
-
-
-def _until(check: Callable[[], Any], what: str, timeout_s: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if found := check():
-            return found
-        time.sleep(0.05)
-    raise AssertionError(f"{what} did not happen within {timeout_s} s")
-
-
-@pytest.fixture
-def data_dir(tmp_path: Path) -> Path:
-    return tmp_path / "data"
-
-
-@pytest.fixture
-def api_key(data_dir: Path) -> str:
-    return new_tenant_key(data_dir, "acme")
 
 
 @pytest.fixture
@@ -73,7 +61,7 @@ def _hold_a_job(http: httpx.Client, job: dict[str, Any], gate: Path) -> Callable
     replies: list[httpx.Response] = []
     thread = threading.Thread(target=lambda: replies.append(http.post("/runsync", json=job)))
     thread.start()
-    _until(lambda: (gate / "entered").exists(), "the job reaching the engine")
+    until(lambda: (gate / "entered").exists(), "the job reaching the engine")
 
     def release() -> Any:
         (gate / "open").write_text("")
@@ -94,7 +82,7 @@ def test_sigterm_on_serve_finishes_the_job_in_flight_refuses_new_ones_and_writes
     release = _hold_a_job(http, job, gate)
 
     proc.send_signal(signal.SIGTERM)
-    health = _until(
+    health = until(
         lambda: (reply := http.get("/health")).status_code == 503 and reply,
         "health turning 503",
     )
@@ -102,11 +90,8 @@ def test_sigterm_on_serve_finishes_the_job_in_flight_refuses_new_ones_and_writes
     refused = http.post("/runsync", json=job).json()
     assert refused["status"] == "FAILED"
     assert refused["error"].startswith("engine_unavailable: the worker is shutting down")
-    refused_v1 = http.post(
-        "/v1/synthesize",
-        json={"text": "Too late."},
-        headers={"Authorization": f"Bearer {api_key}"},
-    )
+    bearer = {"Authorization": f"Bearer {api_key}"}
+    refused_v1 = http.post("/v1/synthesize", json={"text": "Too late."}, headers=bearer)
     assert refused_v1.status_code == 503
     assert refused_v1.json()["error"]["code"] == "engine_unavailable"
     assert proc.poll() is None  # still draining: the held job has not ended
@@ -119,6 +104,37 @@ def test_sigterm_on_serve_finishes_the_job_in_flight_refuses_new_ones_and_writes
     assert proc.returncode == 0, output
     # The finished job's row; refused jobs were never admitted, so they charge nothing.
     assert [(code, chars) for _, code, chars in usage_of(data_dir)] == [(None, len(text))]
+
+
+def test_sigterm_on_serve_runs_the_run_jobs_it_queued_and_refuses_new_ones(
+    held: Callable[..., Worker], api_key: str, data_dir: Path
+) -> None:
+    """A ``/run`` job is admitted when it is queued: one still waiting for the queue's only
+    thread (TTS_CONCURRENCY 1) when SIGTERM comes runs during the drain, and the process
+    waits for it; a ``/run`` after the signal is refused."""
+    port = free_port()
+    proc, base, gate = held("serve", "--port", str(port), port=port)
+    http = httpx.Client(base_url=base, timeout=120)
+    texts = ["First in the queue.", "Second, still waiting."]
+    ids = [
+        http.post("/run", json={"input": {"api_key": api_key, "text": text}}).json()["id"]
+        for text in texts
+    ]
+    until(lambda: (gate / "entered").exists(), "the first job reaching the engine")
+    assert http.get(f"/status/{ids[1]}").json()["status"] == "IN_QUEUE"
+
+    proc.send_signal(signal.SIGTERM)
+    until(lambda: http.get("/health").status_code == 503, "health turning 503")
+    refused = http.post("/run", json={"input": {"api_key": api_key, "text": "Too late."}})
+    assert refused.status_code == 503
+    assert "the worker is shutting down" in refused.text
+    assert proc.poll() is None  # still draining: both queued jobs are in its count
+
+    (gate / "open").write_text("")
+    output, _ = proc.communicate(timeout=GRACE_S)
+    assert proc.returncode == 0, output
+    rows = {request_id: (code, chars) for request_id, code, chars in usage_of(data_dir)}
+    assert rows == {job_id: (None, len(text)) for job_id, text in zip(ids, texts, strict=True)}
 
 
 def test_sigterm_on_the_runpod_local_api_finishes_the_job_and_writes_its_usage(
@@ -153,4 +169,22 @@ def test_a_drain_refuses_new_jobs_and_says_when_the_grace_ran_out() -> None:
         lifecycle.admit()  # refused, but counted until its release like any job
     lifecycle.release()
     lifecycle.release()
+    assert lifecycle.active == 0 and lifecycle.drain(0.05) is True
+
+
+def test_a_job_admitted_ahead_is_drained_for_and_its_dispatch_is_not_refused() -> None:
+    lifecycle = Lifecycle()
+    queued, never_run = lifecycle.admit_ahead(), lifecycle.admit_ahead()
+    assert lifecycle.drain(0.05) is False  # both counted from their submit
+    with pytest.raises(ShuttingDown):
+        lifecycle.admit_ahead()  # refused, and not counted
+    with queued.running():
+        lifecycle.admit()  # its dispatch takes the admission while draining
+        with pytest.raises(ShuttingDown):
+            lifecycle.admit()  # only once: another job in the same run is refused
+        lifecycle.release()
+    lifecycle.release()  # the refused admit's release
+    assert lifecycle.active == 1
+    never_run.cancel()
+    never_run.cancel()  # given back once
     assert lifecycle.active == 0 and lifecycle.drain(0.05) is True

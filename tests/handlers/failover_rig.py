@@ -1,8 +1,8 @@
 """The failover rig shared by the failover tests: Piper behind a wrapper that fails on demand,
 and OpenAI speech against its local server (tests/vendor_servers.py), in workers over both.
 
-Each test module starts its own OpenAI server (``vendor_server(OPENAI, KEY)``, module-scoped)
-and opens a rig per test with ``open_rig``.
+A test takes the ``rig`` fixture (tests/handlers/conftest.py): one per test, ``open_rig`` on
+the module's OpenAI server (``openai_server``, module-scoped).
 """
 
 from __future__ import annotations

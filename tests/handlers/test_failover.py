@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Iterator
 
 import pytest
 from pydantic import SecretStr
@@ -22,40 +21,22 @@ from handlers.prepare import SpeechRequest, prepare, prepare_fallback
 from serverless_tts.runpod_shapes import run_job
 from serverless_tts.tenant_admin import add_tenant_commands
 from shared.config import Settings
-from shared.engines.base import Engine
 from shared.engines.failover import CLOSED, HALF_OPEN, OPEN, CircuitOpen
 from shared.errors import EngineUnavailable, ErrorCode, InvalidInput, TTSError
 from shared.jobs import SynthesizeJob, parse_job
 from shared.tenants.base import UNLIMITED, TenantStore
-from shared.worker import WorkerContext, build_worker
+from shared.worker import build_worker
 from tests.handlers.failover_rig import (
     KEY,
     TEXT,
     Rig,
+    breaker_gauge,
     key_for,
-    open_rig,
     speak,
     wait_for_state,
 )
 from tests.shared.conftest import any_store  # noqa: F401  (each tenant store in turn)
-from tests.vendor_servers import OPENAI, VendorServer, vendor_server
 from tests.worker_fixtures import usage_rows
-
-
-@pytest.fixture(scope="module")
-def openai_server() -> Iterator[VendorServer]:
-    with vendor_server(OPENAI, KEY) as server:
-        yield server
-
-
-@pytest.fixture
-def rig(settings: Settings, piper_engine: Engine, openai_server: VendorServer) -> Iterator[Rig]:
-    with open_rig(settings, piper_engine, openai_server) as made:
-        yield made
-
-
-def breaker_gauge(ctx: WorkerContext, engine: str) -> float:
-    return ctx.metrics.snapshot()[f'tts_engine_breaker_state{{engine="{engine}"}}']
 
 
 def test_a_failing_primary_hands_the_job_to_the_fallback_and_says_why(rig: Rig) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from typing import Any
@@ -31,6 +30,7 @@ from tests.audio_probe import audio_stream, ffprobe_json
 from tests.engine_wrappers import FaultyEngine, GatedEngine
 from tests.entrypoints.web_helpers import Served, serve, start_app
 from tests.s3_server import MotoS3, s3_client_for
+from tests.served_process import until
 from tests.servers import free_port
 from tests.supabase_fixtures import on_supabase
 from tests.supabase_stack import SupabaseStack
@@ -49,15 +49,6 @@ def start(settings: Settings) -> Iterator[Start]:
             return start_app(stack, settings.model_copy(update=changes), engine)
 
         yield started
-
-
-def _until(check: Callable[[], Any], what: str, timeout_s: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if found := check():
-            return found
-        time.sleep(0.02)
-    raise AssertionError(f"{what} did not happen within {timeout_s} s")
 
 
 def _job(key: str, text: str, **fields: Any) -> dict[str, Any]:
@@ -83,14 +74,23 @@ def _failed(reply: httpx.Response) -> str:
     return str(body["error"])
 
 
-def test_cuda_out_of_memory_fails_its_job_and_the_worker_serves_on(
-    start: Start, piper_engine: Engine
-) -> None:
+def _faulted(
+    start: Start, piper_engine: Engine, fault: BaseException, text: str
+) -> tuple[Served, str, str]:
+    """A served worker whose engine raises ``fault`` on the first job, ``text``: the worker,
+    its tenant's key and that job's error."""
     engine = FaultyEngine(piper_engine)
     served = start(engine)
     key = served.new_key()
-    engine.fail_next(torch.cuda.OutOfMemoryError(OOM))
-    error = _failed(served.http.post("/runsync", json=_job(key, "Too big for the card.")))
+    engine.fail_next(fault)
+    return served, key, _failed(served.http.post("/runsync", json=_job(key, text)))
+
+
+def test_cuda_out_of_memory_fails_its_job_and_the_worker_serves_on(
+    start: Start, piper_engine: Engine
+) -> None:
+    fault = torch.cuda.OutOfMemoryError(OOM)
+    served, key, error = _faulted(start, piper_engine, fault, "Too big for the card.")
     assert error.startswith("engine_out_of_memory: the engine ran out of device memory")
     assert served.http.get("/health").status_code == 200
     _spoken(served.http.post("/runsync", json=_job(key, "Small enough now.")))
@@ -99,11 +99,9 @@ def test_cuda_out_of_memory_fails_its_job_and_the_worker_serves_on(
 
 
 def test_an_engine_raising_fails_only_its_job(start: Start, piper_engine: Engine) -> None:
-    engine = FaultyEngine(piper_engine)
-    served = start(engine)
-    key = served.new_key()
-    engine.fail_next(ValueError("the model tripped"))
-    error = _failed(served.http.post("/runsync", json=_job(key, "Trip here.")))
+    served, key, error = _faulted(
+        start, piper_engine, ValueError("the model tripped"), "Trip here."
+    )
     assert error.startswith("engine_unavailable:")
     assert served.http.get("/health").status_code == 200
     _spoken(served.http.post("/runsync", json=_job(key, "Walk on.")))
@@ -112,11 +110,8 @@ def test_an_engine_raising_fails_only_its_job(start: Start, piper_engine: Engine
 def test_a_device_error_makes_the_worker_unhealthy_and_refuses_the_engine(
     start: Start, piper_engine: Engine
 ) -> None:
-    engine = FaultyEngine(piper_engine)
-    served = start(engine)
-    key = served.new_key()
-    engine.fail_next(RuntimeError(ILLEGAL_ACCESS))
-    error = _failed(served.http.post("/runsync", json=_job(key, "Poison the context.")))
+    fault = RuntimeError(ILLEGAL_ACCESS)
+    served, key, error = _faulted(start, piper_engine, fault, "Poison the context.")
     assert error.startswith("device_error: the engine's device failed (RuntimeError: CUDA error")
     health = served.http.get("/health")
     assert health.status_code == 503
@@ -180,7 +175,7 @@ def test_a_hung_engine_times_out_the_job_and_serves_the_next_once_it_returns(
 
     engine.gate.set()  # the engine returns; its render was cancelled and is closed now
     runner = served.ctx.engines.default
-    _until(lambda: runner.active == 0 and not runner.stalled, "the hung render ending")
+    until(lambda: runner.active == 0 and not runner.stalled, "the hung render ending")
     assert served.http.get("/health").status_code == 200
     _roomy(served.ctx)
     _spoken(served.http.post("/runsync", json=_job(key, "Back to work.")))
@@ -201,7 +196,7 @@ def test_an_engine_step_that_never_returns_gets_the_worker_replaced(
         first = _runpod_outcome(config, {"id": "hung", **_job(key, "Never coming back.")})
         assert _stream_error(first).startswith("engine_timeout:")
         runner = worker.engines.default
-        _until(lambda: runner.fault is not None, "the step passing its hung bound")
+        until(lambda: runner.fault is not None, "the step passing its hung bound")
         after = _runpod_outcome(config, {"id": "next", **_job(key, "Is it back?")})
         assert _stream_error(after).startswith("device_error: the piper engine is out of service")
         assert config["refresh_worker"] is True
@@ -321,6 +316,6 @@ def test_a_job_queued_behind_a_hung_step_times_out_too(start: Start, piper_engin
     second.join(timeout=60)
     assert sorted(_failed(reply).split(":")[0] for reply in replies) == ["engine_timeout"] * 2
     engine.gate.set()
-    _until(lambda: served.ctx.engines.default.active == 0, "the hung renders ending")
+    until(lambda: served.ctx.engines.default.active == 0, "the hung renders ending")
     _roomy(served.ctx)
     _spoken(served.http.post("/runsync", json=_job(key, "Third, after.")))

@@ -10,35 +10,19 @@ engine.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import pytest
 
 from serverless_tts.runpod_shapes import run_job
-from shared.config import Settings
-from shared.engines.base import Engine
 from shared.engines.failover import OPEN
 from shared.errors import EngineUnavailable, ErrorCode, TTSError
 from shared.worker import WorkerContext
 from tests.audio_probe import ffprobe_json, probe_duration_s
-from tests.handlers.failover_rig import KEY, Rig, key_for, open_rig
-from tests.vendor_servers import OPENAI, VendorServer, vendor_server
+from tests.handlers.failover_rig import Rig, key_for
 
 HELLO = "Hello, you have reached Acme."
-
-
-@pytest.fixture(scope="module")
-def openai_server() -> Iterator[VendorServer]:
-    with vendor_server(OPENAI, KEY) as server:
-        yield server
-
-
-@pytest.fixture
-def rig(settings: Settings, piper_engine: Engine, openai_server: VendorServer) -> Iterator[Rig]:
-    with open_rig(settings, piper_engine, openai_server) as made:
-        yield made
 
 
 def warm(ctx: WorkerContext, key: str) -> dict[str, Any]:

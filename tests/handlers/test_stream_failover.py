@@ -12,34 +12,25 @@ stream fails before its first item.
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from serverless_tts.runpod_shapes import run_job, start_job
-from shared.config import Settings
 from shared.engines.base import Engine
 from shared.engines.failover import OPEN
 from shared.errors import EngineUnavailable, ErrorCode, TTSError
 from shared.worker import WorkerContext
 from tests.audio_probe import ffprobe_json, probe_duration_s
-from tests.handlers.failover_rig import KEY, TEXT, Rig, key_for, open_rig, openai_speech
+from tests.handlers.failover_rig import (
+    TEXT,
+    Rig,
+    key_for,
+    openai_speech,
+)
 from tests.servers import free_port
-from tests.vendor_servers import OPENAI, Reply, VendorServer, vendor_server
+from tests.vendor_servers import Reply
 from tests.worker_fixtures import usage_rows
-
-
-@pytest.fixture(scope="module")
-def openai_server() -> Iterator[VendorServer]:
-    with vendor_server(OPENAI, KEY) as server:
-        yield server
-
-
-@pytest.fixture
-def rig(settings: Settings, piper_engine: Engine, openai_server: VendorServer) -> Iterator[Rig]:
-    with open_rig(settings, piper_engine, openai_server) as made:
-        yield made
 
 
 def stream(ctx: WorkerContext, key: str, **fields: Any) -> list[dict[str, Any]]:

@@ -16,7 +16,7 @@ import pytest
 from postgrest import APIError
 
 from shared.errors import InvalidInput, QuotaExceeded, RateLimited, Unauthorized
-from shared.tenants.base import LeasingStore, TenantLimits, TenantStore
+from shared.tenants.base import LeaseTerms, LeasingStore, TenantLimits, TenantStore
 from shared.tenants.leases import LeasingTenantStore
 from shared.tenants.sqlite_store import SqliteTenantStore
 from shared.tenants.supabase_store import SupabaseTenantStore, connect_supabase
@@ -219,7 +219,7 @@ def test_disabling_here_refuses_at_once_and_elsewhere_within_the_lease(backend: 
 
 def test_returning_a_lease_twice_refunds_once(backend: Backend) -> None:
     tenant_id = new_tenant(backend.store)
-    lease = backend.store.lease_allowance(tenant_id, requests=4, chars=40, need_chars=5, ttl_s=30)
+    lease = backend.store.lease_allowance(tenant_id, LeaseTerms(4, 40, 5, 30))
     assert (lease.requests, lease.chars) == (4, 40)
     backend.store.return_allowance(lease, 1, 5)
     backend.store.return_allowance(lease, 0, 0)
@@ -229,10 +229,10 @@ def test_returning_a_lease_twice_refunds_once(backend: Backend) -> None:
 def test_a_lease_holds_no_more_than_the_windows_have_room_for(backend: Backend) -> None:
     limits = TenantLimits(monthly_char_quota=25, requests_per_minute=5, requests_per_hour=3)
     tenant_id = new_tenant(backend.store, limits)
-    lease = backend.store.lease_allowance(tenant_id, requests=4, chars=40, need_chars=5, ttl_s=30)
+    lease = backend.store.lease_allowance(tenant_id, LeaseTerms(4, 40, 5, 30))
     assert (lease.requests, lease.chars) == (3, 25)
     with pytest.raises(RateLimited, match="per-hour limit of 3"):
-        backend.store.lease_allowance(tenant_id, requests=4, chars=40, need_chars=5, ttl_s=30)
+        backend.store.lease_allowance(tenant_id, LeaseTerms(4, 40, 5, 30))
     backend.store.return_allowance(lease, 0, 0)
     assert (backend.logged(tenant_id), backend.charged(tenant_id)) == (0, 0)
 
@@ -246,9 +246,7 @@ def test_a_lease_of_no_size_or_time_is_invalid(
 ) -> None:
     tenant_id = new_tenant(backend.store)
     with pytest.raises(InvalidInput):
-        backend.store.lease_allowance(
-            tenant_id, requests=requests, chars=chars, need_chars=need_chars, ttl_s=ttl_s
-        )
+        backend.store.lease_allowance(tenant_id, LeaseTerms(requests, chars, need_chars, ttl_s))
     assert backend.logged(tenant_id) == 0
 
 
@@ -266,7 +264,7 @@ def test_anon_key_cannot_call_the_lease_rpcs(supabase_stack: SupabaseStack) -> N
     )
     store = SupabaseTenantStore(service)
     tenant_id = new_tenant(store)
-    lease = store.lease_allowance(tenant_id, requests=2, chars=10, need_chars=1, ttl_s=30)
+    lease = store.lease_allowance(tenant_id, LeaseTerms(2, 10, 1, 30))
     calls = {
         "lease_allowance": {
             "p_tenant_id": tenant_id,

@@ -170,6 +170,18 @@ def engine(make_engine: EngineFactory) -> VendorEngine:
     return make_engine()
 
 
+@pytest.fixture
+def vendor_worker(
+    make_engine: EngineFactory, make_worker: Callable[[Engine], WorkerContext]
+) -> Callable[..., WorkerContext]:
+    """A worker on an engine of this test's vendor, ``fields`` more settings of the engine."""
+
+    def made(**fields: Any) -> WorkerContext:
+        return make_worker(make_engine(**fields))
+
+    return made
+
+
 def default_voice(engine: VendorEngine) -> Voice:
     return engine.voice(engine.default_voice)
 
@@ -698,14 +710,10 @@ def start_two_streams(server: VendorServer, speech: Speech, ctx: WorkerContext) 
 
 
 def test_two_vendor_streams_overlap_while_the_first_is_held(
-    vendor: str,
-    server: VendorServer,
-    make_engine: EngineFactory,
-    speech: Speech,
-    make_worker: Callable[[Engine], WorkerContext],
+    server: VendorServer, speech: Speech, vendor_worker: Callable[..., WorkerContext]
 ) -> None:
     # Reads wait longer than the test does: a held request cannot time out and free the way.
-    ctx = make_worker(make_engine(vendor_read_timeout_s=60))
+    ctx = vendor_worker(vendor_read_timeout_s=60)
     streams = start_two_streams(server, speech, ctx)
     try:
         # The first request still waits for its answer, and the second reaches the vendor.
@@ -716,13 +724,9 @@ def test_two_vendor_streams_overlap_while_the_first_is_held(
 
 
 def test_past_its_limit_a_vendor_request_waits_for_its_turn(
-    vendor: str,
-    server: VendorServer,
-    make_engine: EngineFactory,
-    speech: Speech,
-    make_worker: Callable[[Engine], WorkerContext],
+    vendor: str, server: VendorServer, speech: Speech, vendor_worker: Callable[..., WorkerContext]
 ) -> None:
-    ctx = make_worker(make_engine(vendor_max_concurrent=1, vendor_read_timeout_s=60))
+    ctx = vendor_worker(vendor_max_concurrent=1, vendor_read_timeout_s=60)
     streams = start_two_streams(server, speech, ctx)
     try:
         runner = ctx.engines.runner(vendor)
@@ -778,11 +782,9 @@ def test_a_speed_the_engine_cannot_take_is_refused_before_the_job_is_charged(
 
 @pytest.mark.parametrize("vendor", ["deepgram"])
 def test_a_voice_that_speaks_another_language_is_refused_before_the_job_is_charged(
-    server: VendorServer,
-    make_engine: EngineFactory,
-    make_worker: Callable[[Engine], WorkerContext],
+    server: VendorServer, vendor_worker: Callable[..., WorkerContext]
 ) -> None:
-    ctx = make_worker(make_engine(deepgram_voices={"celeste": "aura-2-celeste-es"}))
+    ctx = vendor_worker(deepgram_voices={"celeste": "aura-2-celeste-es"})
     key = ctx.tenants.create_tenant("acme", UNLIMITED).api_key
     error = refused(ctx, key, voice="builtin:celeste", language="en")
     assert error.code is ErrorCode.UNSUPPORTED_LANGUAGE

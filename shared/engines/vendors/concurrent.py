@@ -13,31 +13,22 @@ which closes the vendor connection it holds.
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import threading
-from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 
-from shared.engines.base import Engine, Pcm
-from shared.engines.runner import DEFAULT_QUEUE_CHUNKS, RenderCancelled, Step
-from shared.errors import EngineUnavailable
-
-_log = logging.getLogger(__name__)
-_END = object()
-
-
-@dataclass(eq=False)
-class _Render:
-    steps: Iterator[Step]
-    label: str
-    queue: deque[object] = field(default_factory=deque)
-    cancelled: bool = False
-    done: bool = False
+from shared.engines.base import Engine
+from shared.engines.render_stream import (
+    END,
+    Render,
+    RenderQueues,
+    RenderStream,
+    Step,
+    close_quietly,
+)
+from shared.engines.runner import DEFAULT_QUEUE_CHUNKS
 
 
-class ConcurrentRunner:
+class ConcurrentRunner(RenderQueues):
     """The runner of an engine whose calls wait on I/O: ``submit`` from any thread."""
 
     def __init__(
@@ -45,33 +36,25 @@ class ConcurrentRunner:
     ) -> None:
         if max_concurrent < 1 or queue_chunks < 1:
             raise ValueError("max_concurrent and queue_chunks must be at least 1")
-        self.engine = engine
+        super().__init__(engine, queue_chunks)
         self._limit = max_concurrent
-        self._queue_chunks = queue_chunks
-        self._cond = threading.Condition()
-        self._renders: dict[_Render, threading.Thread] = {}
+        self._renders: dict[Render, threading.Thread] = {}
         self._running = 0
-        self._closing = False
 
-    def submit(self, steps: Iterator[Step], *, label: str = "") -> ThreadedStream:
+    def submit(self, steps: Iterator[Step], *, label: str = "") -> RenderStream:
         """Start a render on a thread of its own; it waits there while ``max_concurrent``
         others are reading."""
-        render = _Render(steps=steps, label=label)
+        render = Render(steps=steps, label=label)
         thread = threading.Thread(
             target=self._run, args=(render,), name=f"engine-{self.engine.name}", daemon=True
         )
-        with self._cond:
-            if self._closing:
-                raise EngineUnavailable("the worker is shutting down")
-            self._renders[render] = thread
-        thread.start()
-        return ThreadedStream(self, render)
 
-    @property
-    def active(self) -> int:
-        """Renders submitted and not yet finished or cancelled."""
-        with self._cond:
-            return len(self._renders)
+        def register() -> None:
+            self._renders[render] = thread
+
+        stream = self._open(render, register)
+        thread.start()
+        return stream
 
     # The engine thread's fault bounds (``EngineRunner.limit``) do not apply here: every wait
     # on a vendor is bounded by its read timeout (TTS_VENDOR_READ_TIMEOUT_S), which fails that
@@ -91,40 +74,15 @@ class ConcurrentRunner:
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Cancel every render; wait (up to ``timeout_s`` each) for their threads to stop."""
-        with self._cond:
-            self._closing = True
+        self._cut_short()
+        with self._cond:  # no render starts once closing; finished ones need no join
             threads = list(self._renders.values())
-            for render in self._renders:
-                render.cancelled = True
-                # A reader still waiting must learn its audio is cut short, not see an end.
-                render.queue.append(EngineUnavailable("the worker is shutting down"))
-            self._cond.notify_all()
         for thread in threads:
             thread.join(timeout=timeout_s)
 
-    # --- the reader's side ---------------------------------------------------------------
-
-    def _take(self, render: _Render) -> object:
-        with self._cond:
-            while not render.queue:
-                if render.cancelled:
-                    raise RenderCancelled
-                if render.done:
-                    return _END
-                self._cond.wait()
-            item = render.queue.popleft()
-            self._cond.notify_all()  # room on this render's queue: it may read on
-            return item
-
-    def _cancel(self, render: _Render) -> None:
-        with self._cond:
-            if not render.done:
-                render.cancelled = True
-                self._cond.notify_all()
-
     # --- each render's thread ------------------------------------------------------------
 
-    def _run(self, render: _Render) -> None:
+    def _run(self, render: Render) -> None:
         try:
             if self._wait_for_slot(render):
                 try:
@@ -134,13 +92,13 @@ class ConcurrentRunner:
                         self._running -= 1
                         self._cond.notify_all()
         finally:
-            _close_quietly(render)
+            close_quietly(render)
             with self._cond:
                 render.done = True
                 del self._renders[render]
                 self._cond.notify_all()
 
-    def _wait_for_slot(self, render: _Render) -> bool:
+    def _wait_for_slot(self, render: Render) -> bool:
         """True once this render may read; False when it was cancelled while it waited."""
         with self._cond:
             while self._running >= self._limit and not render.cancelled:
@@ -150,7 +108,7 @@ class ConcurrentRunner:
             self._running += 1
             return True
 
-    def _read(self, render: _Render) -> None:
+    def _read(self, render: Render) -> None:
         while True:
             with self._cond:
                 while len(render.queue) >= self._queue_chunks and not render.cancelled:
@@ -160,7 +118,7 @@ class ConcurrentRunner:
             try:
                 step = next(render.steps)
             except StopIteration:
-                self._put(render, _END)
+                self._put(render, END)
                 return
             except BaseException as exc:
                 self._put(render, exc)
@@ -168,57 +126,10 @@ class ConcurrentRunner:
             if step.pcm is not None:
                 self._put(render, step.pcm)
             if step.last:
-                self._put(render, _END)
+                self._put(render, END)
                 return
 
-    def _put(self, render: _Render, item: object) -> None:
+    def _put(self, render: Render, item: object) -> None:
         with self._cond:
             render.queue.append(item)
             self._cond.notify_all()
-
-
-class ThreadedStream:
-    """The reading end of one render: iterate for PCM; ``close`` (or dropping it) cancels."""
-
-    def __init__(self, runner: ConcurrentRunner, render: _Render) -> None:
-        self._runner = runner
-        self._render = render
-        self._over = False
-
-    def __iter__(self) -> ThreadedStream:
-        return self
-
-    def __next__(self) -> Pcm:
-        if self._over:
-            raise StopIteration
-        try:
-            item = self._runner._take(self._render)
-        except RenderCancelled:
-            self._over = True
-            raise
-        if item is _END:
-            self._over = True
-            raise StopIteration
-        if isinstance(item, BaseException):
-            self._over = True
-            raise item
-        return item  # type: ignore[return-value]
-
-    def close(self) -> None:
-        """Cancel the render; safe from any thread, while another one reads."""
-        self._runner._cancel(self._render)
-
-    def __del__(self) -> None:
-        # A reader dropped without close (a client gone, a generator collected) cancels too.
-        with contextlib.suppress(Exception):
-            self.close()
-
-
-def _close_quietly(render: _Render) -> None:
-    close = getattr(render.steps, "close", None)
-    if close is None:
-        return
-    try:
-        close()
-    except Exception:
-        _log.exception("closing the render %s failed", render.label)
