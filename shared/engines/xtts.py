@@ -17,6 +17,8 @@ import numpy as np
 
 from shared.engines.base import Pcm, StreamingTraits, Voice
 from shared.engines.fingerprint import fingerprint
+from shared.engines.xtts_latents import gpt_latents, text_tokens
+from shared.engines.xtts_vocoder import StreamingDecoder, lookahead_latents
 from shared.errors import (
     EngineUnavailable,
     InternalError,
@@ -42,6 +44,13 @@ REFERENCE_RATE = 22050
 # As coqui's get_conditioning_latents: at most 30 s of reference, GPT latents from 6 s chunks.
 MAX_REFERENCE_S = 30
 GPT_COND_CHUNK_S = 6
+# Stream chunks: the first holds this many tokens of audio (4 = 186 ms), later ones double.
+DEFAULT_FIRST_CHUNK_TOKENS = 4
+# Total compute of stream over synthesize for one segment, the worst measured (CPU, one thread:
+# test checkpoint 0.80 / 0.76 / 0.66 at 24 / 64 / 160 tokens, stock inference_stream 1.62 /
+# 2.77 / 4.79; full-size XTTS-v2 architecture 0.79 / 0.85 at 24 / 64). Under 1: the stream skips
+# synthesize's second GPT pass, and its short decoder calls stay in cache where long ones do not.
+STREAM_COST_RATIO = 0.85
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,10 +92,11 @@ class XttsEngine:
     """
 
     name = "xtts"
-    # coqui's inference_stream re-decodes every latent so far at each chunk (2.7x the compute of
-    # a whole segment for 3 s of audio, bench/README.md) and keeps the prompt in the model
-    # (gpt_inference.cached_prefix_emb), so one stream must finish before another step runs.
-    streaming = StreamingTraits(incremental=True, cost_ratio=2.7, interleavable=False)
+    # The stream decodes each latent once (xtts_vocoder), so it costs no more than synthesize
+    # (STREAM_COST_RATIO) and every segment of a text streams. GPT's generator keeps the prompt
+    # in the model (gpt_inference.cached_prefix_emb), so one stream must finish its segment
+    # before another one steps the model.
+    streaming = StreamingTraits(incremental=True, cost_ratio=STREAM_COST_RATIO, interleavable=False)
 
     def __init__(
         self,
@@ -98,6 +108,7 @@ class XttsEngine:
         languages: frozenset[str],
         latents: dict[str, _Latents],
         stream_chunk_tokens: int,
+        stream_first_chunk_tokens: int = DEFAULT_FIRST_CHUNK_TOKENS,
     ) -> None:
         self._model = model
         self.device = device
@@ -107,6 +118,9 @@ class XttsEngine:
         # Voice id -> latents. Built-in speakers now; cloned voices are added here later.
         self._latents = latents
         self.stream_chunk_tokens = stream_chunk_tokens
+        self.stream_first_chunk_tokens = min(stream_first_chunk_tokens, stream_chunk_tokens)
+        # Latents the decoder must see past a sample before it emits it (5 for XTTS-v2).
+        self._lookahead = lookahead_latents(model.hifigan_decoder)
         self._max_text_tokens = int(model.args.gpt_max_text_tokens)
         self._lock = threading.Lock()
         self.default_voice = _pick_default_voice(list(latents))
@@ -119,19 +133,26 @@ class XttsEngine:
         device: str = "auto",
         max_audio_tokens: int | None = None,
         stream_chunk_tokens: int = 20,
+        stream_first_chunk_tokens: int = DEFAULT_FIRST_CHUNK_TOKENS,
         warmup: bool = True,
     ) -> XttsEngine:
         """Load config.json, model.pth, vocab.json and (optional) speakers_xtts.pth from
         ``model_dir`` the way coqui-tts does, move the model to ``device`` and warm it up.
 
         ``max_audio_tokens`` caps the GPT tokens generated per segment (about 21.5 per second of
-        audio); ``None`` keeps the checkpoint's own bound.
+        audio); ``None`` keeps the checkpoint's own bound. A stream's first chunk holds
+        ``stream_first_chunk_tokens`` of audio, and each later one twice the one before, up to
+        ``stream_chunk_tokens``: first audio early, then fewer, larger decoder calls.
 
         coqui-tts rewrites a legacy model.pth (one that pickles its XttsConfig) in place on its
         first load, so that load needs a writable directory; ``model_version`` is read after it.
         """
-        if stream_chunk_tokens < 1:
-            raise InvalidInput(f"stream_chunk_tokens must be at least 1, got {stream_chunk_tokens}")
+        for label, value in (
+            ("stream_chunk_tokens", stream_chunk_tokens),
+            ("stream_first_chunk_tokens", stream_first_chunk_tokens),
+        ):
+            if value < 1:
+                raise InvalidInput(f"{label} must be at least 1, got {value}")
         if max_audio_tokens is not None and max_audio_tokens < 1:
             raise InvalidInput(f"max_audio_tokens must be at least 1, got {max_audio_tokens}")
         model_dir = Path(model_dir)
@@ -182,6 +203,7 @@ class XttsEngine:
             languages=languages,
             latents=_speaker_latents(model, target),
             stream_chunk_tokens=stream_chunk_tokens,
+            stream_first_chunk_tokens=stream_first_chunk_tokens,
         )
         if warmup:
             engine.warm_up()
@@ -321,34 +343,55 @@ class XttsEngine:
     def _stream(
         self, parts: list[str], latents: _Latents, language: str, speed: float
     ) -> Iterator[Pcm]:
-        import torch
-
-        # Held for the whole segment: closing the generator (or dropping it) releases it.
+        # Held for the whole text: closing the generator (or dropping it) releases it.
         with self._lock:
             for part in parts:
-                chunks = self._model.inference_stream(
-                    part,
-                    language,
-                    latents.gpt_cond_latent,
+                yield from self._stream_part(part, latents, language, speed)
+
+    def _stream_part(
+        self, text: str, latents: _Latents, language: str, speed: float
+    ) -> Iterator[Pcm]:
+        """One part's audio as GPT makes it: latents from ``gpt_latents``, decoded once each by
+        a ``StreamingDecoder``, in chunks that grow from the first chunk's size. Call with the
+        lock held."""
+        import torch
+
+        with torch.inference_mode():
+            try:
+                tokens = text_tokens(self._model, text, language)
+                decoder = StreamingDecoder(
+                    self._model.hifigan_decoder,
                     latents.speaker_embedding,
-                    stream_chunk_size=self.stream_chunk_tokens,
-                    speed=speed,
-                    **_SAMPLING_KWARGS,
+                    length_scale=1.0 / max(speed, 0.05),  # as coqui's inference
                 )
-                try:
-                    while True:
-                        with torch.inference_mode():
-                            try:
-                                chunk = next(chunks)
-                            except StopIteration:
-                                break
-                            except Exception as exc:
-                                raise _inference_error(exc) from exc
-                            pcm = _to_pcm(chunk)
-                        if pcm.size:
-                            yield pcm
-                finally:
-                    chunks.close()
+            except Exception as exc:
+                raise _inference_error(exc) from exc
+        source = gpt_latents(self._model, tokens, latents.gpt_cond_latent, _SAMPLING_KWARGS)
+        sizes = chunk_sizes(self.stream_first_chunk_tokens, self.stream_chunk_tokens)
+        # The first chunk also waits for the decoder's lookahead, so it holds audio, not a sliver.
+        due = next(sizes) + self._lookahead
+        pending: list[torch.Tensor] = []
+        try:
+            while True:
+                with torch.inference_mode():
+                    try:
+                        latent = next(source, None)
+                        final = latent is None
+                        if not final:
+                            pending.append(latent)
+                        if not final and len(pending) < due:
+                            continue
+                        chunk = torch.cat(pending)[None] if pending else _no_latents(latents)
+                        pcm = _to_pcm(decoder.push(chunk, final=final))
+                    except Exception as exc:
+                        raise _inference_error(exc) from exc
+                pending, due = [], next(sizes)
+                if pcm.size:
+                    yield pcm
+                if final:
+                    return
+        finally:
+            source.close()
 
     def _prepare(
         self, text: str, voice: Voice, language: str, speed: float
@@ -401,6 +444,20 @@ class XttsEngine:
 
     def _warmup_language(self) -> str:
         return "en" if "en" in self.languages else min(self.languages)
+
+
+def chunk_sizes(first: int, most: int) -> Iterator[int]:
+    """Tokens per stream chunk: ``first``, then doubling, then ``most`` from there on."""
+    size = min(first, most)
+    while True:
+        yield size
+        size = min(size * 2, most)
+
+
+def _no_latents(latents: _Latents) -> torch.Tensor:
+    """An empty [1, 0, C] chunk: the final push when the last chunk was cut just before the end."""
+    cond = latents.gpt_cond_latent
+    return cond.new_zeros(1, 0, cond.shape[-1])
 
 
 def _resolve_device(device: str, *, cuda_available: bool) -> str:

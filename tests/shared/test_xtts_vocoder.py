@@ -1,0 +1,116 @@
+"""The streaming HiFi-GAN decode against coqui's whole decode of the same latents.
+
+The test checkpoint's decoder is XTTS's real HiFi-GAN architecture with random weights: equality
+of two decodes of the same latents does not depend on what the weights are. Tolerance: every
+sample within 1e-5 of full scale (-100 dBFS; float rounding, measured ~1e-7), at every chunk
+boundary and everywhere else.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from shared.engines.base import Engine
+from shared.engines.xtts import XttsEngine
+from shared.engines.xtts_vocoder import StreamingDecoder, lookahead_latents
+
+TOLERANCE = 1e-5
+# One GPT latent is 1024 samples at 22,050 Hz, so this many at the decoder's 24 kHz output.
+SAMPLES_PER_LATENT = 1024 * 24000 / 22050
+
+
+@pytest.fixture(scope="module")
+def decoder(xtts_engine: Engine) -> tuple[Any, torch.Tensor, int]:
+    """The engine's HiFi-GAN, a voice's speaker embedding, and the GPT latent width."""
+    assert isinstance(xtts_engine, XttsEngine)
+    model = xtts_engine._model
+    voice = xtts_engine.voice(xtts_engine.default_voice)
+    return model.hifigan_decoder, voice.conditioning.speaker_embedding, model.args.decoder_input_dim  # type: ignore[attr-defined]
+
+
+def _latents(count: int, width: int, seed: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(1, count, width, generator=generator)
+
+
+def _whole(decoder: Any, g: torch.Tensor, latents: torch.Tensor, length_scale: float) -> np.ndarray:
+    """As coqui's ``Xtts.inference`` decodes a segment: the speed change, then HiFi-GAN."""
+    if length_scale != 1.0:
+        latents = F.interpolate(
+            latents.transpose(1, 2), scale_factor=length_scale, mode="linear"
+        ).transpose(1, 2)
+    return decoder(latents, g=g).reshape(-1).numpy()
+
+
+def _streamed(
+    decoder: Any, g: torch.Tensor, latents: torch.Tensor, chunk: int, length_scale: float
+) -> list[np.ndarray]:
+    stream = StreamingDecoder(decoder, g, length_scale=length_scale)
+    total = latents.shape[1]
+    chunks = []
+    for start in range(0, total, chunk):
+        end = min(total, start + chunk)
+        chunks.append(stream.push(latents[:, start:end], final=end == total).numpy())
+    return chunks
+
+
+@pytest.mark.parametrize(
+    ("count", "chunk", "length_scale"),
+    [
+        *((count, chunk, 1.0) for count in (1, 2, 9, 26) for chunk in (1, 4, 13)),
+        # A speed change resamples the latents first (speed 1.3: shorter, 0.8: longer).
+        (17, 3, 1 / 1.3),
+        (17, 5, 1 / 0.8),
+    ],
+)
+def test_streamed_decode_matches_the_whole_decode_at_every_chunk(
+    decoder: tuple[Any, torch.Tensor, int], count: int, chunk: int, length_scale: float
+) -> None:
+    hifigan, g, width = decoder
+    latents = _latents(count, width, seed=count * 100 + chunk)
+    with torch.inference_mode():
+        whole = _whole(hifigan, g, latents, length_scale)
+        chunks = _streamed(hifigan, g, latents, chunk, length_scale)
+    streamed = np.concatenate(chunks)
+    assert streamed.shape == whole.shape
+    start = 0
+    for index, piece in enumerate(chunks):
+        # Each chunk against the same samples of the whole decode: its boundaries included.
+        expected = whole[start : start + piece.size]
+        assert np.abs(piece - expected).max(initial=0.0) < TOLERANCE, f"chunk {index} at {start}"
+        start += piece.size
+    error = streamed.astype(np.float64) - whole
+    snr_db = 10 * np.log10(np.sum(whole.astype(np.float64) ** 2) / max(np.sum(error**2), 1e-30))
+    assert snr_db > 80
+
+
+def test_audio_is_held_back_no_more_than_the_lookahead(
+    decoder: tuple[Any, torch.Tensor, int],
+) -> None:
+    """What the stream loop relies on to size its first chunk."""
+    hifigan, g, width = decoder
+    lookahead = lookahead_latents(hifigan)
+    assert 2 <= lookahead <= 8  # ~150 ms each side of HiFi-GAN's receptive field, plus resampling
+    latents = _latents(30, width, seed=7)
+    stream = StreamingDecoder(hifigan, g)
+    emitted = 0
+    with torch.inference_mode():
+        for pushed in range(1, 30):
+            emitted += stream.push(latents[:, pushed - 1 : pushed]).numel()
+            assert emitted >= (pushed - lookahead) * SAMPLES_PER_LATENT, pushed
+            # ...and nothing is emitted that a later latent could still change.
+            assert emitted <= pushed * SAMPLES_PER_LATENT
+
+
+def test_a_flushed_decoder_refuses_more_latents(decoder: tuple[Any, torch.Tensor, int]) -> None:
+    hifigan, g, width = decoder
+    stream = StreamingDecoder(hifigan, g)
+    with torch.inference_mode():
+        stream.push(_latents(3, width, seed=1), final=True)
+        with pytest.raises(RuntimeError, match="flushed"):
+            stream.push(_latents(1, width, seed=2))
