@@ -47,9 +47,12 @@ RUN /opt/tools/bin/uv pip install --python /opt/venv/bin/python --no-deps -b req
  && python scripts/lockfile.py installed
 COPY runpod_handler.py test_input.json ./
 
+# TTS_LEASE_REQUESTS: a deployed worker charges a tenant's warm jobs from an allowance it leases
+# in one database call, so no job waits for a round trip (README: "Limits off the hot path").
 ENV TTS_ENGINE=xtts \
     TTS_XTTS_MODEL_DIR=/models/xtts-v2 \
     TTS_XTTS_DEVICE=cuda \
-    TTS_DATA_DIR=/tmp/serverless-tts
+    TTS_DATA_DIR=/tmp/serverless-tts \
+    TTS_LEASE_REQUESTS=10
 
 CMD ["python", "runpod_handler.py"]

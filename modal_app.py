@@ -98,6 +98,8 @@ image = image.env(
         "TTS_XTTS_MODEL_DIR": MODEL_DIR,
         "TTS_XTTS_DEVICE": "cuda",
         "TTS_DATA_DIR": "/tmp/serverless-tts",
+        # Warm jobs charge a tenant from a leased allowance (README: "Limits off the hot path").
+        "TTS_LEASE_REQUESTS": "10",
     }
 ).add_local_python_source("handlers", "shared", "serverless_tts")
 
