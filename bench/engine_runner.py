@@ -19,7 +19,8 @@ from collections.abc import Iterator
 
 from shared.engines.base import Engine
 from shared.engines.piper import PiperEngine
-from shared.engines.runner import EngineRunner, Step
+from shared.engines.render_stream import Step
+from shared.engines.runner import EngineRunner
 
 TEXT = (
     "The weather is lovely in the park this morning. "

@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
+from typing import NoReturn
 
 from handlers import deliver, greetings, voices
 from handlers.health import health
@@ -24,7 +25,7 @@ from handlers.prepare import PreparedSpeech, SpeechRequest, prepare
 from handlers.results import ms_since
 from handlers.stream import AudioStream, open_stream
 from shared.engines import device_faults
-from shared.engines.runner import RenderCancelled
+from shared.engines.render_stream import RenderCancelled
 from shared.errors import DeviceError, InternalError, TTSError
 from shared.jobs import (
     ApiKeyCredentials,
@@ -113,11 +114,7 @@ def dispatch(
     except Exception as exc:
         failed = _classified(ctx, exc)
         _finish(ctx, event, started, failed)
-        if failed is exc and isinstance(exc, TTSError):
-            raise
-        if isinstance(failed, TTSError):
-            raise failed from exc
-        raise InternalError("the worker failed to start this job") from exc
+        _raise_as(failed, exc, "the worker failed to start this job")
     except BaseException:  # KeyboardInterrupt mid-job: a charged job still leaves its row
         _finish(ctx, event, started, CANCELLED)
         raise
@@ -288,11 +285,7 @@ class _LoggedChunks:
         except Exception as exc:
             failed = _classified(self._ctx, exc)
             self._end(failed)
-            if failed is exc and isinstance(exc, TTSError):
-                raise
-            if isinstance(failed, TTSError):
-                raise failed from exc
-            raise InternalError("the worker failed while running this job") from exc
+            _raise_as(failed, exc, "the worker failed while running this job")
         except BaseException:  # KeyboardInterrupt, SystemExit: still one event and one row
             self._end(CANCELLED)
             raise
@@ -333,6 +326,16 @@ def _classified(ctx: WorkerContext, error: Exception) -> Exception:
         ctx.lifecycle.fail(classified.message)
     assert isinstance(classified, Exception)
     return classified
+
+
+def _raise_as(failed: Exception, raised: Exception, internal: str) -> NoReturn:
+    """Raise what a job's failure means to its caller: its ``TTSError`` (the one raised, or
+    the device fault it was classified as), else ``InternalError`` with ``internal``."""
+    if failed is raised and isinstance(raised, TTSError):
+        raise raised
+    if isinstance(failed, TTSError):
+        raise failed from raised
+    raise InternalError(internal) from raised
 
 
 def _finish(

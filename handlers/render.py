@@ -22,7 +22,7 @@ from handlers.prepare import PreparedSpeech
 from shared.audio.encode import silence
 from shared.engines.base import Pcm
 from shared.engines.engine_set import Render
-from shared.engines.runner import Step
+from shared.engines.render_stream import Step
 from shared.text.plan import Silence, SpeechSegment
 
 

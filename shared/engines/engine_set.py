@@ -18,7 +18,8 @@ from typing import Protocol, runtime_checkable
 
 from shared.engines.base import Engine, Pcm
 from shared.engines.failover import EngineGuard, FailoverPolicy, StateListener
-from shared.engines.runner import EngineRunner, Step
+from shared.engines.render_stream import Step
+from shared.engines.runner import EngineRunner
 from shared.engines.vendors.concurrent import ConcurrentRunner
 from shared.errors import EngineUnavailable
 

@@ -28,7 +28,7 @@ import pybreaker
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 from tenacity.wait import wait_exponential
 
-from shared.engines.runner import RenderCancelled
+from shared.engines.render_stream import RenderCancelled
 from shared.engines.vendors.errors import VendorError
 from shared.errors import EngineUnavailable, TTSError
 

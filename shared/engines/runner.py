@@ -31,15 +31,12 @@ from shared.engines.base import Engine
 from shared.engines.render_stream import (
     END,
     Render,
-    RenderCancelled,
     RenderQueues,
     RenderStream,
     Step,
     close_quietly,
 )
 from shared.errors import DeviceError
-
-__all__ = ["DEFAULT_QUEUE_CHUNKS", "EngineRunner", "RenderCancelled", "RenderStream", "Step"]
 
 # Chunks a render may have made ahead of its reader (XTTS chunk ~1 s, Piper one sentence).
 DEFAULT_QUEUE_CHUNKS = 4

@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 
 from shared.engines.base import Pcm
-from shared.engines.runner import EngineRunner, RenderStream, Step
+from shared.engines.render_stream import RenderStream, Step
+from shared.engines.runner import EngineRunner
 from shared.engines.xtts import SAMPLING, XttsEngine
 from shared.engines.xtts_latents import BatchedLatents
 from tests.xtts_checkpoint import (

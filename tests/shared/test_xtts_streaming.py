@@ -16,7 +16,7 @@ import torch
 from handlers.prepare import SpeechRequest, prepare
 from handlers.render import plan_steps
 from shared.engines.base import Engine
-from shared.engines.runner import Step
+from shared.engines.render_stream import Step
 from shared.engines.xtts import (
     DEFAULT_FIRST_CHUNK_TOKENS,
     XttsEngine,
