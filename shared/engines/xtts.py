@@ -6,7 +6,6 @@ package becomes ``EngineUnavailable`` naming the extra to install.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import threading
 from collections.abc import Iterator, Sequence
@@ -18,8 +17,9 @@ import numpy as np
 
 from shared.engines.base import Pcm, StreamingTraits, Voice
 from shared.engines.fingerprint import fingerprint
-from shared.engines.xtts_latents import BatchedLatents, gpt_latents, text_tokens
-from shared.engines.xtts_vocoder import StreamingDecoder, lookahead_latents
+from shared.engines.xtts_latents import gpt_latents, text_tokens
+from shared.engines.xtts_streams import BatchedStreams, SegmentChunks
+from shared.engines.xtts_vocoder import BatchedVocoder, lookahead_latents
 from shared.errors import (
     EngineUnavailable,
     InternalError,
@@ -133,11 +133,12 @@ class XttsEngine:
         self._max_text_tokens = int(model.args.gpt_max_text_tokens)
         self._lock = threading.Lock()
         self._sampling = asdict(sampling)  # built once: inference takes them on every call
-        # Streams' GPT steps: coqui's generator, one segment at a time (1), or a shared batch.
+        # Streams: coqui's generator, one segment at a time (1), or GPT steps and decoder
+        # chunks shared by up to max_batch concurrent streams.
         self.max_batch = max_batch
-        self._batched: BatchedLatents | None = None
+        self._batched: BatchedStreams | None = None
         if max_batch > 1:
-            self._batched = BatchedLatents(model, device=device, max_batch=max_batch)
+            self._batched = self._new_batch(device)
             self.streaming = self.batched_streaming
         self.default_voice = _pick_default_voice(list(latents))
 
@@ -162,7 +163,8 @@ class XttsEngine:
         ``stream_first_chunk_tokens`` of audio, and each later one twice the one before, up to
         ``stream_chunk_tokens``: first audio early, then fewer, larger decoder calls.
         ``max_batch`` > 1 runs up to that many concurrent streams' GPT steps as one batched
-        forward (``BatchedLatents``); 1 keeps coqui's generator, one stream at a time.
+        forward, and their due chunks as one decoder batch (``BatchedStreams``); 1 keeps
+        coqui's generator, one stream at a time.
         ``sampling`` pins GPT sampling (``top_k=1`` makes it deterministic).
 
         coqui-tts rewrites a legacy model.pth (one that pickles its XttsConfig) in place on its
@@ -256,9 +258,7 @@ class XttsEngine:
                 self._model.to(target)
                 latents = {name: one.to(target) for name, one in self._latents.items()}
                 if self._batched is not None:  # its cache lives on the device
-                    self._batched = BatchedLatents(
-                        self._model, device=target, max_batch=self.max_batch
-                    )
+                    self._batched = self._new_batch(target)
             except Exception as exc:  # torch: no such device ordinal, out of GPU memory
                 raise EngineUnavailable(
                     f"cannot move XTTS to {target}: {type(exc).__name__}: {exc}"
@@ -372,71 +372,102 @@ class XttsEngine:
         self, parts: list[str], latents: _Latents, language: str, speed: float
     ) -> Iterator[Pcm]:
         if self._batched is not None:
-            # Each step takes the lock on its own (_stream_part): streams share the batch.
             for part in parts:
-                yield from self._stream_part(part, latents, language, speed, self._lock)
+                yield from self._stream_batched(self._batched, part, latents, language, speed)
             return
         # Held for the whole text: closing the generator (or dropping it) releases it.
         with self._lock:
             for part in parts:
-                yield from self._stream_part(
-                    part, latents, language, speed, contextlib.nullcontext()
-                )
+                yield from self._stream_part(part, latents, language, speed)
 
     def _stream_part(
-        self,
-        text: str,
-        latents: _Latents,
-        language: str,
-        speed: float,
-        step_lock: contextlib.AbstractContextManager[Any],
+        self, text: str, latents: _Latents, language: str, speed: float
     ) -> Iterator[Pcm]:
-        """One part's audio as GPT makes it: latents from ``gpt_latents`` (or the shared
-        batch), decoded once each by a ``StreamingDecoder``, in chunks that grow from the first
-        chunk's size. ``step_lock`` is held around each model step: the model lock when batched,
-        a no-op when the caller holds the lock for the whole text."""
+        """One part's audio as GPT makes it, with the lock held: latents from coqui's
+        generator (``gpt_latents``), decoded once each in chunks that grow from the first
+        chunk's size."""
         import torch
 
-        with step_lock, torch.inference_mode():
+        with torch.inference_mode():
             try:
                 tokens = text_tokens(self._model, text, language)
-                decoder = StreamingDecoder(
-                    self._model.hifigan_decoder,
-                    latents.speaker_embedding,
-                    length_scale=1.0 / max(speed, 0.05),  # as coqui's inference
-                )
+                vocoder = BatchedVocoder(self._model.hifigan_decoder)
+                chunks = self._chunks(vocoder, latents, speed)
             except Exception as exc:
                 raise _inference_error(exc) from exc
-        if self._batched is not None:
-            source = self._batched.latents(tokens, latents.gpt_cond_latent, self._sampling)
-        else:
-            source = gpt_latents(self._model, tokens, latents.gpt_cond_latent, self._sampling)
-        sizes = chunk_sizes(self.stream_first_chunk_tokens, self.stream_chunk_tokens)
-        # The first chunk also waits for the decoder's lookahead, so it holds audio, not a sliver.
-        due = next(sizes) + self._lookahead
-        pending: list[torch.Tensor] = []
+        source = gpt_latents(self._model, tokens, latents.gpt_cond_latent, self._sampling)
         try:
             while True:
-                with step_lock, torch.inference_mode():
+                with torch.inference_mode():
                     try:
                         latent = next(source, None)
-                        final = latent is None
-                        if not final:
-                            pending.append(latent)
-                        if not final and len(pending) < due:
-                            continue
-                        chunk = torch.cat(pending)[None] if pending else _no_latents(latents)
-                        pcm = _to_pcm(decoder.push(chunk, final=final))
+                        if latent is not None:
+                            chunks.add(latent)
+                            if not chunks.due:
+                                continue
+                        (pcm,) = vocoder.push([chunks.take(final=latent is None)])
+                        pcm = _to_pcm(pcm)
                     except Exception as exc:
                         raise _inference_error(exc) from exc
-                pending, due = [], next(sizes)
                 if pcm.size:
                     yield pcm
-                if final:
+                if latent is None:
                     return
         finally:
-            with step_lock:
-                source.close()
+            source.close()
+
+    def _stream_batched(
+        self, batched: BatchedStreams, text: str, latents: _Latents, language: str, speed: float
+    ) -> Iterator[Pcm]:
+        """One part's audio from the shared batch, the lock taken for each step only: other
+        streams' steps run in between, each in its own rows."""
+        import torch
+
+        with self._lock, torch.inference_mode():
+            try:
+                tokens = text_tokens(self._model, text, language)
+            except Exception as exc:
+                raise _inference_error(exc) from exc
+        audio = batched.stream(
+            tokens,
+            latents.gpt_cond_latent,
+            latents.speaker_embedding,
+            length_scale=_length_scale(speed),
+            sampling=self._sampling,
+        )
+        try:
+            while True:
+                with self._lock, torch.inference_mode():
+                    try:
+                        pcm = next(audio, None)
+                        if pcm is None:
+                            return
+                        pcm = _to_pcm(pcm)
+                    except Exception as exc:
+                        raise _inference_error(exc) from exc
+                yield pcm
+        finally:
+            with self._lock:
+                audio.close()
+
+    def _chunks(self, vocoder: BatchedVocoder, latents: _Latents, speed: float) -> SegmentChunks:
+        row = vocoder.open(latents.speaker_embedding, length_scale=_length_scale(speed))
+        return SegmentChunks(
+            row,
+            first=self.stream_first_chunk_tokens,
+            most=self.stream_chunk_tokens,
+            lookahead=self._lookahead,
+        )
+
+    def _new_batch(self, device: str) -> BatchedStreams:
+        return BatchedStreams(
+            self._model,
+            device=device,
+            max_batch=self.max_batch,
+            first_chunk_tokens=self.stream_first_chunk_tokens,
+            chunk_tokens=self.stream_chunk_tokens,
+            lookahead=self._lookahead,
+        )
 
     def _prepare(
         self, text: str, voice: Voice, language: str, speed: float
@@ -491,18 +522,9 @@ class XttsEngine:
         return "en" if "en" in self.languages else min(self.languages)
 
 
-def chunk_sizes(first: int, most: int) -> Iterator[int]:
-    """Tokens per stream chunk: ``first``, then doubling, then ``most`` from there on."""
-    size = min(first, most)
-    while True:
-        yield size
-        size = min(size * 2, most)
-
-
-def _no_latents(latents: _Latents) -> torch.Tensor:
-    """An empty [1, 0, C] chunk: the final push when the last chunk was cut just before the end."""
-    cond = latents.gpt_cond_latent
-    return cond.new_zeros(1, 0, cond.shape[-1])
+def _length_scale(speed: float) -> float:
+    """The decoder's stretch for ``speed``, as coqui's ``inference`` computes it."""
+    return 1.0 / max(speed, 0.05)
 
 
 def _resolve_device(device: str, *, cuda_available: bool) -> str:

@@ -1,12 +1,18 @@
-"""XTTS's HiFi-GAN decoder run incrementally: each latent decoded once, whatever the chunking.
+"""XTTS's HiFi-GAN decoder run incrementally: each latent decoded once, whatever the chunking,
+and the chunks of concurrent segments decoded together.
 
 coqui's ``inference_stream`` re-decodes every latent so far at each chunk (quadratic in the
 segment's length). The decoder is a stack of linear resamplers and non-causal convolutions, so
-each layer here keeps the tail of its input that its next outputs still need, and emits only the
-outputs that no later input can change; the final push pads the end with the zeros a whole decode
-pads with. Every output sample is computed once, from the same inputs as a whole decode: the
-stream equals ``HifiDecoder.forward`` of the same latents up to float rounding (tests measure
-it), at the cost of the whole decode plus a few kernel calls per chunk.
+each layer here keeps, per segment, the tail of its input that its next outputs still need, and
+emits only the outputs that no later input can change; the final push pads the end with the
+zeros a whole decode pads with. Every output sample is computed once, from the same inputs as a
+whole decode: the stream equals ``HifiDecoder.forward`` of the same latents up to float rounding
+(tests measure it), at the cost of the whole decode plus a few kernel calls per chunk.
+
+Several segments' chunks (``BatchedVocoder.push``) go through each convolution as one batch,
+each row zero-padded on the right to the longest: a convolution's valid outputs never read past
+their own row's end, so padding changes none of them, and the weights are read once per layer
+for all the rows instead of once per row.
 
 The price of a non-causal decoder is lookahead: audio lags the latents by the right half of its
 receptive field (``lookahead_latents``: 5 latents = 232 ms for XTTS-v2's decoder), held back until
@@ -16,7 +22,8 @@ later latents arrive.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,17 +35,21 @@ if TYPE_CHECKING:
 _LRELU_SLOPE = 0.1
 _POST_LRELU_SLOPE = 0.01
 
+# A row's input to a layer, in order: tensors ([1, C, n]) and runs of that many zeros (ints).
+Parts = list["torch.Tensor | int"]
+
 
 class _Resample:
     """``F.interpolate(x, scale_factor=scale, mode="linear")`` over a stream, computed with
     torch's own index arithmetic (float32 source positions, clamped at both ends), so each
-    output equals the whole-sequence one and is emitted once both its inputs exist."""
+    output equals the whole-sequence one and is emitted once both its inputs exist. One per
+    segment: cheap index work, not batched."""
 
     def __init__(self, scale: float) -> None:
         self._scale = scale
         # torch turns the scale factor into 1/scale in double, then into the float it indexes with.
         self._step = np.float32(1.0 / scale)
-        self._kept: torch.Tensor | None = None  # inputs [base, seen), [B, C, n]
+        self._kept: torch.Tensor | None = None  # inputs [base, seen), [1, C, n]
         self._base = 0
         self._seen = 0
         self._emitted = 0
@@ -80,90 +91,169 @@ class _Resample:
         return out
 
 
-def _activated(parts: list[torch.Tensor], new: int, slope: float | None, at: int) -> torch.Tensor:
-    """``parts`` joined in one copy, with the leaky ReLU applied in place to the ``new``
-    samples from ``at`` (the kept tail is stored activated): one pass over the input, as the
-    whole decode's own activation is."""
-    import torch
+def _width(part: torch.Tensor | int) -> int:
+    return part if isinstance(part, int) else part.shape[-1]
+
+
+def _join(rows: Sequence[Parts], new: Sequence[tuple[int, int]], slope: float | None) -> Any:
+    """The rows' parts as one batch [B, C, longest], each row zero-padded on the right, with
+    the leaky ReLU applied in place to each row's ``new`` samples (start, count): kept tails
+    are stored activated, so each sample is activated once, as in the whole decode."""
     import torch.nn.functional as F
 
-    joined = torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0].clone()
-    if slope is not None and new:
-        F.leaky_relu_(joined[..., at : at + new], slope)
-    return joined
+    lengths = [sum(_width(part) for part in parts) for parts in rows]
+    sample = next(part for parts in rows for part in parts if not isinstance(part, int))
+    batch = sample.new_empty(len(rows), sample.shape[1], max(lengths))
+    for index, parts in enumerate(rows):
+        at = 0
+        for part in parts:
+            width = _width(part)
+            if width:
+                target = batch[index, :, at : at + width]
+                target.zero_() if isinstance(part, int) else target.copy_(part[0])
+            at += width
+        if at < batch.shape[-1]:
+            batch[index, :, at:].zero_()
+        start, count = new[index]
+        if slope is not None and count:
+            F.leaky_relu_(batch[index, :, start : start + count], slope)
+    return batch, lengths
+
+
+class VocoderRow:
+    """One segment's place in a ``BatchedVocoder``: every layer's pending context for it, its
+    speed's resampling and its speaker conditioning. Made by ``BatchedVocoder.open``."""
+
+    def __init__(self, states: list[Any], resamplers: list[_Resample], conds: list[Any]) -> None:
+        self.states = states
+        self.resamplers = resamplers
+        self.conds = conds  # [1, C, 1] per conditioned layer, or None
+        self.done = False
+
+
+class _Layout:
+    """Hands each stateful layer a slot in every row's ``states``."""
+
+    def __init__(self) -> None:
+        self.factories: list[Callable[[], Any]] = []
+
+    def slot(self, factory: Callable[[], Any]) -> int:
+        self.factories.append(factory)
+        return len(self.factories) - 1
+
+
+class _ConvState:
+    __slots__ = ("tail",)
+
+    def __init__(self) -> None:
+        self.tail: torch.Tensor | int | None = None  # the last 2 x pad inputs, activated
 
 
 class _Conv:
-    """A same-padded ``Conv1d`` over a stream (after an optional leaky ReLU): zeros before the
-    start and after the end, its input's tail kept for the next outputs."""
+    """A same-padded ``Conv1d`` over streams (after an optional leaky ReLU): zeros before the
+    start and after the end, each row's input tail kept for its next outputs."""
 
-    def __init__(self, conv: torch.nn.Conv1d, slope: float | None = None) -> None:
+    def __init__(self, conv: torch.nn.Conv1d, layout: _Layout, slope: float | None = None) -> None:
         self._weight, self._bias = conv.weight.detach(), conv.bias
         self._dilation = conv.dilation[0]
         self._pad = int(conv.padding[0])  # type: ignore[index]
         if 2 * self._pad != self._dilation * (conv.kernel_size[0] - 1) or conv.stride[0] != 1:
             raise ValueError(f"not a same-padded stride-1 convolution: {conv}")
         self._slope = slope
-        self._tail: torch.Tensor | None = None
+        self._slot = layout.slot(_ConvState)
 
-    def push(self, x: torch.Tensor, final: bool) -> torch.Tensor:
+    def push(
+        self,
+        rows: Sequence[VocoderRow],
+        xs: Sequence[torch.Tensor],
+        finals: Sequence[bool],
+        add: torch.Tensor | None = None,
+    ) -> list[torch.Tensor]:
+        """Each row's outputs for its new inputs ``xs``; ``add`` ([B, C, 1]) is added to them."""
         import torch.nn.functional as F
 
         pad = self._pad
-        head = x.new_zeros(*x.shape[:-1], pad) if self._tail is None else self._tail
-        parts = [head, x, x.new_zeros(*x.shape[:-1], pad)] if final else [head, x]
-        x = _activated(parts, x.shape[-1], self._slope, head.shape[-1])
-        if x.shape[-1] <= 2 * pad:
-            self._tail = x
-            return x.new_zeros(x.shape[0], self._weight.shape[0], 0)
-        self._tail = x[..., x.shape[-1] - 2 * pad :]
-        return F.conv1d(x, self._weight, self._bias, dilation=self._dilation)
+        states: list[_ConvState] = [row.states[self._slot] for row in rows]
+        parts: list[Parts] = []
+        new = []
+        for state, x, last in zip(states, xs, finals, strict=True):
+            head = pad if state.tail is None else state.tail
+            parts.append([head, x, pad] if last else [head, x])
+            new.append((_width(head), x.shape[-1]))
+        batch, lengths = _join(parts, new, self._slope)
+        for index, (state, length) in enumerate(zip(states, lengths, strict=True)):
+            state.tail = batch[index : index + 1, :, max(0, length - 2 * pad) : length]
+        if batch.shape[-1] <= 2 * pad:
+            return [batch.new_zeros(1, self._weight.shape[0], 0) for _ in rows]
+        y = F.conv1d(batch, self._weight, self._bias, dilation=self._dilation)
+        if add is not None:
+            y += add
+        return [y[i : i + 1, :, : max(0, n - 2 * pad)] for i, n in enumerate(lengths)]
+
+
+class _ConvTransposeState:
+    __slots__ = ("emitted", "kept", "seen", "start")
+
+    def __init__(self) -> None:
+        self.kept: torch.Tensor | int | None = None
+        self.start = 0  # the global index of the first kept input (negative: leading zeros)
+        self.seen = 0
+        self.emitted = 0
 
 
 class _ConvTranspose:
-    """A leaky ReLU then a ``ConvTranspose1d`` upsampler over a stream: output ``t`` is emitted
-    once every input that reaches it has arrived; inputs before the start and after the end
-    are zeros."""
+    """A leaky ReLU then a ``ConvTranspose1d`` upsampler over streams: output ``t`` of a row is
+    emitted once every input that reaches it has arrived; inputs before the start and after
+    the end are zeros."""
 
-    def __init__(self, conv: torch.nn.ConvTranspose1d, slope: float) -> None:
+    def __init__(self, conv: torch.nn.ConvTranspose1d, layout: _Layout, slope: float) -> None:
         self._weight, self._bias = conv.weight.detach(), conv.bias
         self._stride, self._kernel = conv.stride[0], conv.kernel_size[0]
         self._pad = int(conv.padding[0])  # type: ignore[index]
         self._slope = slope
-        self._kept: torch.Tensor | None = None
-        self._start = 0  # the global index of the first kept input (negative: leading zeros)
-        self._seen = 0
-        self._emitted = 0
+        self._slot = layout.slot(_ConvTransposeState)
 
-    def push(self, x: torch.Tensor, final: bool) -> torch.Tensor:
+    def push(
+        self,
+        rows: Sequence[VocoderRow],
+        xs: Sequence[torch.Tensor],
+        finals: Sequence[bool],
+        add: torch.Tensor | None = None,
+    ) -> list[torch.Tensor]:
         import torch.nn.functional as F
 
         u, k, pad = self._stride, self._kernel, self._pad
-        if self._kept is None:
-            zeros = max(0, math.ceil((k - pad) / u) - 1)  # so output 0 has all its inputs
-            head, self._start = x.new_zeros(*x.shape[:-1], zeros), -zeros
-        else:
-            head = self._kept
-        parts = [head, x]
-        if final:
-            parts.append(x.new_zeros(*x.shape[:-1], math.ceil(pad / u)))
-        inputs = _activated(parts, x.shape[-1], self._slope, head.shape[-1])
-        self._seen += x.shape[-1]
-        end = (self._start + inputs.shape[-1]) * u - pad
-        if final:
-            end = min(end, (self._seen - 1) * u - 2 * pad + k)  # ConvTranspose1d's length
-        keep_from = max(self._start, math.ceil((end + pad - k + 1) / u))
-        kept = inputs[..., : head.shape[-1] + x.shape[-1]]  # without the closing zeros
-        if end <= self._emitted:
-            self._kept = kept
-            return x.new_zeros(x.shape[0], self._weight.shape[1], 0)
+        states: list[_ConvTransposeState] = [row.states[self._slot] for row in rows]
+        parts: list[Parts] = []
+        new = []
+        for state, x, last in zip(states, xs, finals, strict=True):
+            if state.kept is None:
+                zeros = max(0, math.ceil((k - pad) / u) - 1)  # so output 0 has all its inputs
+                state.kept, state.start = zeros, -zeros
+            head = state.kept
+            parts.append([head, x, math.ceil(pad / u)] if last else [head, x])
+            new.append((_width(head), x.shape[-1]))
+        inputs, lengths = _join(parts, new, self._slope)
+        spans = []
+        for index, (state, x, last) in enumerate(zip(states, xs, finals, strict=True)):
+            state.seen += x.shape[-1]
+            end = (state.start + lengths[index]) * u - pad
+            if last:
+                end = min(end, (state.seen - 1) * u - 2 * pad + k)  # ConvTranspose1d's length
+            # The first input the next output needs; nothing before it is read again.
+            keep_from = max(state.start, math.ceil((end + pad - k + 1) / u))
+            width = new[index][0] + x.shape[-1]  # without the closing zeros
+            offset = state.start * u - pad  # the global index of y[..., 0]
+            spans.append((state.emitted - offset, max(end, state.emitted) - offset))
+            state.emitted = max(end, state.emitted)
+            state.kept = inputs[index : index + 1, :, keep_from - state.start : width]
+            state.start = keep_from
+        if all(stop <= begin for begin, stop in spans):
+            return [inputs.new_zeros(1, self._weight.shape[1], 0) for _ in rows]
         y = F.conv_transpose1d(inputs, self._weight, self._bias, stride=u)
-        offset = self._start * u - pad  # the global index of y[..., 0]
-        out = y[..., self._emitted - offset : end - offset]
-        self._emitted = end
-        self._kept = kept[..., keep_from - self._start :]
-        self._start = keep_from
-        return out
+        if add is not None:
+            y += add
+        return [y[i : i + 1, :, begin:stop] for i, (begin, stop) in enumerate(spans)]
 
 
 class _Fifo:
@@ -195,50 +285,53 @@ class _Fifo:
 
 class _ResBlock:
     """coqui's ResBlock1: three (lrelu, dilated conv, lrelu, conv) branches, each added back
-    onto its input, which waits in a FIFO for the branch's delayed output."""
+    onto its input, which waits in a per-row FIFO for the branch's delayed output."""
 
-    def __init__(self, block: torch.nn.Module) -> None:
+    def __init__(self, block: torch.nn.Module, layout: _Layout) -> None:
         self._layers = [
-            (_Conv(first, _LRELU_SLOPE), _Conv(second, _LRELU_SLOPE), _Fifo())
+            (
+                _Conv(first, layout, _LRELU_SLOPE),
+                _Conv(second, layout, _LRELU_SLOPE),
+                layout.slot(_Fifo),
+            )
             for first, second in zip(block.convs1, block.convs2, strict=True)  # type: ignore[arg-type]
         ]
 
-    def push(self, x: torch.Tensor, final: bool) -> torch.Tensor:
-        for first, second, waiting in self._layers:
-            waiting.append(x)
-            x = second.push(first.push(x, final), final)  # a fresh tensor: safe to add into
-            waiting.add_into(x)
-        return x
+    def push(
+        self, rows: Sequence[VocoderRow], xs: list[torch.Tensor], finals: Sequence[bool]
+    ) -> list[torch.Tensor]:
+        for first, second, slot in self._layers:
+            waiting: list[_Fifo] = [row.states[slot] for row in rows]
+            for fifo, x in zip(waiting, xs, strict=True):
+                fifo.append(x)
+            xs = second.push(rows, first.push(rows, xs, finals), finals)  # fresh: safe to add into
+            for fifo, x in zip(waiting, xs, strict=True):
+                fifo.add_into(x)
+        return xs
 
 
-class _Mean:
+def _mean(fifos: list[_Fifo], parts: list[torch.Tensor]) -> torch.Tensor:
     """The mean of streams of the same positions arriving with different delays."""
-
-    def __init__(self, count: int) -> None:
-        self._fifos = [_Fifo() for _ in range(count)]
-
-    def push(self, parts: list[torch.Tensor]) -> torch.Tensor:
-        for fifo, part in zip(self._fifos, parts, strict=True):
-            fifo.append(part)
-        ready = min(fifo.size for fifo in self._fifos)
-        out = parts[0].new_zeros(*parts[0].shape[:-1], ready)
-        for fifo in self._fifos:
-            fifo.add_into(out)
-        return out.div_(len(self._fifos))
+    for fifo, part in zip(fifos, parts, strict=True):
+        fifo.append(part)
+    ready = min(fifo.size for fifo in fifos)
+    out = parts[0].new_zeros(*parts[0].shape[:-1], ready)
+    for fifo in fifos:
+        fifo.add_into(out)
+    return out.div_(len(fifos))
 
 
-class StreamingDecoder:
-    """One segment's audio from its GPT latents, pushed a chunk at a time.
+class BatchedVocoder:
+    """The HiFi-GAN decoder of one model, streaming any number of segments at once.
 
-    ``push`` takes the next latents ([1, n, C], on the decoder's device) and returns the output
-    samples (1-D, at the decoder's output rate) that no later latent can change; ``final=True``
-    says the segment ends there and returns the rest. Build one per segment, under the model
-    lock: it reads the decoder's weights once, at construction.
+    ``open`` starts a segment (its speaker, its speed); ``push`` takes the next latents of any
+    of the open segments ([1, n, C] each, on the decoder's device) and returns, per segment,
+    the output samples (1-D, at the decoder's output rate) that no later latent can change;
+    ``final`` says a segment ends there and returns the rest. The weights are read once, here:
+    build it under the model lock, and push with the lock held.
     """
 
-    def __init__(
-        self, decoder: HifiDecoder, speaker_embedding: torch.Tensor, *, length_scale: float = 1.0
-    ) -> None:
+    def __init__(self, decoder: HifiDecoder) -> None:
         from TTS.vocoder.models.hifigan_generator import ResBlock1
 
         generator = decoder.waveform_decoder
@@ -246,46 +339,91 @@ class StreamingDecoder:
             isinstance(block, ResBlock1) for block in generator.resblocks
         ):
             raise ValueError("only HiFi-GAN generators of ResBlock1 without lin_pre stream")
+        self._decoder = decoder
+        self._generator = generator
+        layout = _Layout()
+        self._pre = _Conv(generator.conv_pre, layout)
+        kernels = generator.num_kernels
+        self._levels = [
+            (
+                _ConvTranspose(up, layout, _LRELU_SLOPE),
+                [_ResBlock(generator.resblocks[i * kernels + j], layout) for j in range(kernels)],
+                layout.slot(lambda: [_Fifo() for _ in range(kernels)]),
+            )
+            for i, up in enumerate(generator.ups)
+        ]
+        self._post = _Conv(generator.conv_post, layout, _POST_LRELU_SLOPE)
+        self._layout = layout
+
+    def open(self, speaker_embedding: torch.Tensor, *, length_scale: float = 1.0) -> VocoderRow:
+        """A new segment spoken by ``speaker_embedding`` at ``length_scale`` (1 / speed)."""
+        decoder, generator, g = self._decoder, self._generator, speaker_embedding
         # As HifiDecoder.forward (and coqui's speed change before it): linear resampling stages.
         scales = [] if length_scale == 1.0 else [length_scale]
         scales.append(decoder.ar_mel_length_compression / decoder.output_hop_length)
         if decoder.output_sample_rate != decoder.input_sample_rate:
             scales.append(decoder.output_sample_rate / decoder.input_sample_rate)
-        self._resamplers = [_Resample(scale) for scale in scales]
-        g = speaker_embedding
-        self._pre = _Conv(generator.conv_pre)
-        self._pre_cond = generator.cond_layer(g) if hasattr(generator, "cond_layer") else None
-        kernels = generator.num_kernels
-        self._levels = [
-            (
-                _ConvTranspose(up, _LRELU_SLOPE),
-                generator.conds[i](g) if generator.cond_in_each_up_layer else None,
-                [_ResBlock(generator.resblocks[i * kernels + j]) for j in range(kernels)],
-                _Mean(kernels),
-            )
-            for i, up in enumerate(generator.ups)
-        ]
-        self._post = _Conv(generator.conv_post, _POST_LRELU_SLOPE)
-        self._done = False
+        conds = [generator.cond_layer(g) if hasattr(generator, "cond_layer") else None]
+        for i in range(len(generator.ups)):
+            conds.append(generator.conds[i](g) if generator.cond_in_each_up_layer else None)
+        return VocoderRow(
+            [factory() for factory in self._layout.factories],
+            [_Resample(scale) for scale in scales],
+            conds,
+        )
 
-    def push(self, latents: torch.Tensor, *, final: bool = False) -> torch.Tensor:
+    def push(self, pushes: Sequence[tuple[VocoderRow, torch.Tensor, bool]]) -> list[torch.Tensor]:
+        """Each ``(row, latents, final)``'s new samples, in order; every row at most once."""
         import torch
 
-        if self._done:
-            raise RuntimeError("this segment's decoder has already been flushed")
-        self._done = final
-        x = latents.transpose(1, 2)
-        for resampler in self._resamplers:
-            x = resampler.push(x, final)
-        o = self._pre.push(x, final)
-        if self._pre_cond is not None:
-            o = o + self._pre_cond
-        for up, cond, blocks, mean in self._levels:
-            o = up.push(o, final)
-            if cond is not None:
-                o = o + cond
-            o = mean.push([block.push(o, final) for block in blocks])
-        return torch.tanh(self._post.push(o, final)).reshape(-1)
+        rows = [row for row, _, _ in pushes]
+        finals = [final for _, _, final in pushes]
+        if len({id(row) for row in rows}) != len(rows):
+            raise ValueError("a segment was pushed twice in one batch")
+        xs = []
+        for row, latents, final in pushes:
+            if row.done:
+                raise RuntimeError("this segment's decoder has already been flushed")
+            row.done = final
+            x = latents.transpose(1, 2)
+            for resampler in row.resamplers:
+                x = resampler.push(x, final)
+            xs.append(x)
+        o = self._pre.push(rows, xs, finals, add=_stacked(rows, 0))
+        for level, (up, blocks, mean_slot) in enumerate(self._levels, start=1):
+            o = up.push(rows, o, finals, add=_stacked(rows, level))
+            branches = [block.push(rows, o, finals) for block in blocks]
+            o = [
+                _mean(row.states[mean_slot], [branch[index] for branch in branches])
+                for index, row in enumerate(rows)
+            ]
+        return [torch.tanh(out).reshape(-1) for out in self._post.push(rows, o, finals)]
+
+
+class StreamingDecoder:
+    """One segment's audio from its GPT latents, pushed a chunk at a time: a ``BatchedVocoder``
+    of one row. ``push`` takes the next latents ([1, n, C]) and returns the samples no later
+    latent can change; ``final=True`` returns the rest. Build one per segment, under the model
+    lock."""
+
+    def __init__(
+        self, decoder: HifiDecoder, speaker_embedding: torch.Tensor, *, length_scale: float = 1.0
+    ) -> None:
+        self._vocoder = BatchedVocoder(decoder)
+        self._row = self._vocoder.open(speaker_embedding, length_scale=length_scale)
+
+    def push(self, latents: torch.Tensor, *, final: bool = False) -> torch.Tensor:
+        return self._vocoder.push([(self._row, latents, final)])[0]
+
+
+def _stacked(rows: Sequence[VocoderRow], level: int) -> torch.Tensor | None:
+    """The rows' conditioning for ``level`` as one [B, C, 1] addend (None: unconditioned)."""
+    import torch
+
+    conds = [row.conds[level] for row in rows]
+    if conds[0] is None:
+        return None
+    return conds[0] if len(conds) == 1 else torch.cat(conds)
 
 
 def lookahead_latents(decoder: HifiDecoder) -> int:

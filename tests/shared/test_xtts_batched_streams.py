@@ -22,7 +22,8 @@ from shared.engines.base import Pcm
 from shared.engines.render_stream import RenderStream, Step
 from shared.engines.runner import EngineRunner
 from shared.engines.xtts import SAMPLING, XttsEngine
-from shared.engines.xtts_latents import BatchedLatents
+from shared.engines.xtts_streams import BatchedStreams, chunk_sizes
+from shared.engines.xtts_vocoder import lookahead_latents
 from tests.xtts_checkpoint import (
     SPEAKERS,
     XTTS_TEST_MAX_AUDIO_TOKENS,
@@ -93,18 +94,25 @@ def pair(tiny_xtts_dir: Path) -> XttsEngine:
 
 
 class BatchSizes:
-    """Records how many requests each batched step advanced (the batch's own ``active``)."""
+    """Records how many requests each batched GPT step advanced (the batch's own ``active``),
+    and how many streams' chunks each decoder call decoded together."""
 
-    def __init__(self, source: BatchedLatents) -> None:
+    def __init__(self, source: BatchedStreams) -> None:
         self.seen: list[int] = []
-        batch = source.batch
-        step = batch.step
+        self.decoded: list[int] = []
+        batch, vocoder = source.batch, source.vocoder
+        step, push = batch.step, vocoder.push
 
         def counted() -> dict:  # type: ignore[type-arg]
             self.seen.append(batch.active)
             return step()
 
+        def decoded(pushes: list) -> list:  # type: ignore[type-arg]
+            self.decoded.append(len(pushes))
+            return push(pushes)
+
         batch.step = counted  # type: ignore[method-assign]
+        vocoder.push = decoded  # type: ignore[method-assign]
 
 
 @contextlib.contextmanager
@@ -115,7 +123,7 @@ def recorded(engine: XttsEngine) -> Iterator[BatchSizes]:
     try:
         yield recorder
     finally:
-        del source.batch.step  # back to the class's own method
+        del source.batch.step, source.vocoder.push  # back to the classes' own methods
     assert source.batch.active == 0, "a stream kept its row after it ended"
 
 
@@ -158,6 +166,15 @@ def _started_in_turn(engine: XttsEngine, calls: tuple[Call, ...]) -> list[Pcm]:
         runner.close()
 
 
+def _pushes_alone(engine: XttsEngine) -> int:
+    """Decoder calls a lone stream of the test segment makes: one per chunk."""
+    sizes = chunk_sizes(engine.stream_first_chunk_tokens, engine.stream_chunk_tokens)
+    due, count = next(sizes) + lookahead_latents(engine._model.hifigan_decoder), 1
+    while due < XTTS_TEST_MAX_AUDIO_TOKENS:
+        due, count = due + next(sizes), count + 1
+    return count
+
+
 def _assert_same(audio: Pcm, expected: Pcm) -> None:
     assert audio.shape == expected.shape
     assert np.abs(audio - expected).max() < PCM_ATOL
@@ -172,6 +189,9 @@ def test_concurrent_streams_share_steps_and_each_gets_its_own_audio(
     assert max(sizes.seen) == 4
     # Shared steps: far fewer forwards than one per token per stream.
     assert len(sizes.seen) < 4 * XTTS_TEST_MAX_AUDIO_TOKENS
+    # Streams that joined steps apart line up their chunks and decode them together.
+    assert max(sizes.decoded) == 4
+    assert len(sizes.decoded) < sum(_pushes_alone(batched) for _ in CALLS)
 
 
 def test_a_stream_beyond_a_full_batch_joins_when_a_row_frees(

@@ -17,12 +17,9 @@ from handlers.prepare import SpeechRequest, prepare
 from handlers.render import plan_steps
 from shared.engines.base import Engine
 from shared.engines.render_stream import Step
-from shared.engines.xtts import (
-    DEFAULT_FIRST_CHUNK_TOKENS,
-    XttsEngine,
-    chunk_sizes,
-)
+from shared.engines.xtts import DEFAULT_FIRST_CHUNK_TOKENS, XttsEngine
 from shared.engines.xtts_latents import gpt_latents, text_tokens
+from shared.engines.xtts_streams import chunk_sizes
 from shared.engines.xtts_vocoder import lookahead_latents
 from shared.jobs import SynthesizeJob, parse_job
 from shared.text.plan import Silence, SpeechSegment

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from shared.engines.base import Engine
 from shared.engines.xtts import XttsEngine
-from shared.engines.xtts_vocoder import StreamingDecoder, lookahead_latents
+from shared.engines.xtts_vocoder import BatchedVocoder, StreamingDecoder, lookahead_latents
 
 TOLERANCE = 1e-5
 # One GPT latent is 1024 samples at 22,050 Hz, so this many at the decoder's 24 kHz output.
@@ -114,3 +114,54 @@ def test_a_flushed_decoder_refuses_more_latents(decoder: tuple[Any, torch.Tensor
         stream.push(_latents(3, width, seed=1), final=True)
         with pytest.raises(RuntimeError, match="flushed"):
             stream.push(_latents(1, width, seed=2))
+
+
+def test_segments_decoded_together_each_match_their_own_whole_decode(
+    decoder: tuple[Any, torch.Tensor, int], xtts_engine: Engine
+) -> None:
+    """Three segments of different lengths, chunkings, speeds and speakers, pushed through one
+    ``BatchedVocoder``: each round decodes whichever of them has latents left as one batch
+    (rows of different widths), and a segment that ends leaves the others mid-stream."""
+    hifigan, _, width = decoder
+    assert isinstance(xtts_engine, XttsEngine)
+    speakers = [voice.conditioning.speaker_embedding for voice in xtts_engine.voices()]  # type: ignore[attr-defined]
+    # (latents, chunk, length_scale, speaker)
+    plans = [(26, 4, 1.0, 0), (9, 2, 1 / 1.3, 1 % len(speakers)), (17, 7, 1 / 0.8, 0)]
+    vocoder = BatchedVocoder(hifigan)
+    latents = [_latents(n, width, seed=500 + n) for n, _, _, _ in plans]
+    with torch.inference_mode():
+        rows = [
+            vocoder.open(speakers[speaker], length_scale=scale) for _, _, scale, speaker in plans
+        ]
+        chunks: list[list[np.ndarray]] = [[] for _ in plans]
+        sent = [0 for _ in plans]
+        batch_sizes = []
+        while any(sent[i] < plan[0] for i, plan in enumerate(plans)):
+            pushes, members = [], []
+            for index, (count, chunk, _, _) in enumerate(plans):
+                if sent[index] < count:
+                    end = min(count, sent[index] + chunk)
+                    pushes.append((rows[index], latents[index][:, sent[index] : end], end == count))
+                    members.append(index)
+                    sent[index] = end
+            batch_sizes.append(len(pushes))
+            for index, pcm in zip(members, vocoder.push(pushes), strict=True):
+                chunks[index].append(pcm.numpy())
+        wholes = [
+            _whole(hifigan, speakers[speaker], one, scale)
+            for one, (_, _, scale, speaker) in zip(latents, plans, strict=True)
+        ]
+    assert max(batch_sizes) == 3 and min(batch_sizes) == 1
+    for index, whole in enumerate(wholes):
+        streamed = np.concatenate(chunks[index])
+        assert streamed.shape == whole.shape, index
+        assert np.abs(streamed - whole).max() < TOLERANCE, index
+
+
+def test_a_batch_refuses_a_segment_twice(decoder: tuple[Any, torch.Tensor, int]) -> None:
+    hifigan, g, width = decoder
+    vocoder = BatchedVocoder(hifigan)
+    with torch.inference_mode():
+        row = vocoder.open(g)
+        with pytest.raises(ValueError, match="twice"):
+            vocoder.push([(row, _latents(2, width, seed=3), False)] * 2)

@@ -1,0 +1,180 @@
+"""XTTS stream chunking, and concurrent streams advanced as one batch: ``BatchedStreams``.
+
+A stream's latents wait in ``SegmentChunks`` until its next chunk is due: the first chunk small
+(early first audio) plus the decoder's lookahead, later ones doubling up to the chunk size.
+
+``BatchedStreams`` runs every active stream's GPT step as one forward (``BatchedGpt``) and
+decodes the chunks that fall due at a step as one HiFi-GAN batch (``BatchedVocoder``), so N
+concurrent callers cost one set of weight reads per step and per decoder layer, not N. Streams
+that joined a step apart would never fall due together, so when any stream's chunk is due, the
+others at least half-way to theirs (past their first chunk) are decoded with it: after one such
+decode their chunks line up. Chunking never changes a stream's audio, only when it arrives.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from shared.engines.xtts_vocoder import BatchedVocoder, VocoderRow
+from shared.errors import InternalError
+
+if TYPE_CHECKING:
+    import torch
+    from TTS.tts.models.xtts import Xtts
+
+
+def chunk_sizes(first: int, most: int) -> Iterator[int]:
+    """Tokens per stream chunk: ``first``, then doubling, then ``most`` from there on."""
+    size = min(first, most)
+    while True:
+        yield size
+        size = min(size * 2, most)
+
+
+class SegmentChunks:
+    """One segment's latents waiting for its decoder: ``due`` when the next chunk is full.
+
+    The first chunk also waits for the decoder's ``lookahead``, so it holds the audio it was
+    sized for rather than a sliver of it.
+    """
+
+    def __init__(self, row: VocoderRow, *, first: int, most: int, lookahead: int) -> None:
+        self.row = row
+        self._sizes = chunk_sizes(first, most)
+        self._size = next(self._sizes) + lookahead
+        self._pending: list[torch.Tensor] = []
+        self._empty: torch.Tensor | None = None
+        self.started = False  # its first chunk was decoded
+
+    def add(self, latent: torch.Tensor) -> None:
+        """One latent ([1, C]) from GPT."""
+        self._pending.append(latent)
+
+    @property
+    def due(self) -> bool:
+        return len(self._pending) >= self._size
+
+    @property
+    def half_due(self) -> bool:
+        """Past its first chunk and at least half-way to the next: worth decoding early."""
+        return self.started and 2 * len(self._pending) >= self._size
+
+    def take(self, final: bool) -> tuple[VocoderRow, torch.Tensor, bool]:
+        """The pending latents as one ``BatchedVocoder.push`` entry ([1, n, C])."""
+        import torch
+
+        if self._pending:
+            latents = torch.cat(self._pending)[None]
+            self._empty = latents[:, :0]
+        elif self._empty is not None:  # the last chunk ended just before the stop
+            latents = self._empty
+        else:
+            raise InternalError("a segment ended before GPT made a single latent")
+        self._pending = []
+        self._size = next(self._sizes)
+        self.started = True
+        return self.row, latents, final
+
+
+@dataclass(slots=True, eq=False)  # compared by identity
+class _Stream:
+    chunks: SegmentChunks
+    audio: deque[torch.Tensor] = field(default_factory=deque)
+    stopped: bool = False
+    finished: bool = False
+
+
+class BatchedStreams:
+    """Up to ``max_batch`` concurrent segments' streams over one model, advanced together.
+
+    Whichever stream finds no audio of its own waiting runs one batched GPT step; the chunks
+    due at that step are decoded together, and each goes to its own stream's queue, so
+    streams advance in whatever order their readers pull. Not thread-safe: call each ``next``
+    with the model lock held (the engine thread does), under ``torch.inference_mode``.
+    """
+
+    def __init__(
+        self,
+        model: Xtts,
+        *,
+        device: str,
+        max_batch: int,
+        first_chunk_tokens: int,
+        chunk_tokens: int,
+        lookahead: int,
+    ) -> None:
+        from shared.engines.xtts_batch import BatchedGpt
+
+        self.batch = BatchedGpt(model.gpt, device=device, max_batch=max_batch)
+        self.vocoder = BatchedVocoder(model.hifigan_decoder)
+        self._max_new = int(model.gpt.max_gen_mel_tokens)
+        self._chunking = {"first": first_chunk_tokens, "most": chunk_tokens, "lookahead": lookahead}
+        self._streams: dict[int, _Stream] = {}
+
+    def stream(
+        self,
+        tokens: torch.Tensor,
+        gpt_cond_latent: torch.Tensor,
+        speaker_embedding: torch.Tensor,
+        *,
+        length_scale: float,
+        sampling: Mapping[str, Any],
+    ) -> Iterator[torch.Tensor]:
+        """One segment's audio (1-D, at the decoder's rate) in chunks, as the stream loop of
+        a lone request would decode it.
+
+        Joins at the first ``next`` (stepping the others first while the batch is full) and
+        leaves when closed, so a cancelled stream frees its row for the next one.
+        """
+        from shared.engines.xtts_batch import GptRequest
+        from shared.engines.xtts_batch_sampling import SamplingSettings
+
+        request = GptRequest(
+            text_tokens=[int(token) for token in tokens.reshape(-1).tolist()],
+            cond_latent=gpt_cond_latent,
+            max_new_tokens=self._max_new,
+            sampling=SamplingSettings.from_kwargs(sampling),
+        )
+        while not self.batch.free:
+            self._step()
+        slot = self.batch.join(request)
+        row = self.vocoder.open(speaker_embedding, length_scale=length_scale)
+        stream = _Stream(SegmentChunks(row, **self._chunking))
+        self._streams[slot] = stream
+        try:
+            while True:
+                while not stream.audio and not stream.finished:
+                    if not self._step():  # never, while this slot is active: fail, not spin
+                        raise InternalError("the GPT batch lost a stream's row")
+                if not stream.audio:
+                    return
+                yield stream.audio.popleft()
+        finally:
+            del self._streams[slot]
+            self.batch.leave(slot)
+
+    def _step(self) -> bool:
+        """One batched GPT step, then one decode of the chunks due; False: nothing active."""
+        outs = self.batch.step()
+        due: list[_Stream] = []
+        for slot, out in outs.items():
+            stream = self._streams[slot]
+            stream.chunks.add(out.latent)
+            stream.stopped = out.stopped
+            if out.stopped or stream.chunks.due:
+                due.append(stream)
+        if due:
+            due += [
+                stream
+                for stream in self._streams.values()
+                if stream not in due and not stream.finished and stream.chunks.half_due
+            ]
+            pushes = [stream.chunks.take(stream.stopped) for stream in due]
+            for stream, pcm in zip(due, self.vocoder.push(pushes), strict=True):
+                stream.finished = stream.stopped
+                if pcm.numel():
+                    stream.audio.append(pcm)
+        return bool(outs)
