@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from bench.xtts_engine import _int_list, checkpoint_dir, device_name, resolve_device
 from bench.xtts_stock import load_stock
@@ -46,6 +46,7 @@ TEXTS: tuple[str, ...] = (
     "goodbye!",
 )
 KINDS: tuple[str, ...] = ("stock", "serial", "batched")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,11 +142,11 @@ def run_serial(gpt: BatchedGpt, batch: list[GptRequest]) -> Made:
     return made
 
 
-def timed(run: Callable[[], Made], device: str, runs: int) -> tuple[float, Made]:
+def timed(run: Callable[[], T], device: str, runs: int) -> tuple[float, T]:
     """Median wall seconds of ``runs`` runs after one warm-up run, and the median run's output."""
     import torch
 
-    def once() -> tuple[float, Made]:
+    def once() -> tuple[float, T]:
         started = time.perf_counter()
         made = run()
         if device.startswith("cuda"):

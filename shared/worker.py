@@ -144,6 +144,7 @@ def build_engine(settings: Settings, kind: str | None = None) -> Engine:
         xtts_stream_chunk_tokens=settings.xtts_stream_chunk_tokens,
         xtts_stream_first_chunk_tokens=settings.xtts_stream_first_chunk_tokens,
         xtts_max_batch=settings.xtts_max_batch,
+        xtts_decode_batch=settings.xtts_decode_batch,
         xtts_warmup=settings.xtts_warmup,
         piper_model_path=settings.piper_model_path,
         vendors=vendor_configs(settings),

@@ -27,6 +27,7 @@ def load_engine(
     xtts_stream_chunk_tokens: int = 20,
     xtts_stream_first_chunk_tokens: int = 4,
     xtts_max_batch: int = 1,
+    xtts_decode_batch: int = 4,
     xtts_warmup: bool = True,
     piper_model_path: Path | None = None,
     vendors: Mapping[str, VendorConfig] | None = None,
@@ -51,6 +52,7 @@ def load_engine(
             stream_chunk_tokens=xtts_stream_chunk_tokens,
             stream_first_chunk_tokens=xtts_stream_first_chunk_tokens,
             max_batch=xtts_max_batch,
+            decode_batch=xtts_decode_batch,
             warmup=xtts_warmup,
         )
     from shared.engines.piper import PiperEngine

@@ -115,10 +115,12 @@ class XttsEngine:
         stream_chunk_tokens: int,
         stream_first_chunk_tokens: int = DEFAULT_FIRST_CHUNK_TOKENS,
         max_batch: int = 1,
+        decode_batch: int = 4,
         sampling: SamplingParams = SAMPLING,
     ) -> None:
-        if max_batch < 1:
-            raise InvalidInput(f"max_batch must be at least 1, got {max_batch}")
+        for label, value in (("max_batch", max_batch), ("decode_batch", decode_batch)):
+            if value < 1:
+                raise InvalidInput(f"{label} must be at least 1, got {value}")
         self._model = model
         self.device = device
         self.model_version = model_version
@@ -136,6 +138,7 @@ class XttsEngine:
         # Streams: coqui's generator, one segment at a time (1), or GPT steps and decoder
         # chunks shared by up to max_batch concurrent streams.
         self.max_batch = max_batch
+        self.decode_batch = decode_batch
         self._batched: BatchedStreams | None = None
         if max_batch > 1:
             self._batched = self._new_batch(device)
@@ -152,6 +155,7 @@ class XttsEngine:
         stream_chunk_tokens: int = 20,
         stream_first_chunk_tokens: int = DEFAULT_FIRST_CHUNK_TOKENS,
         max_batch: int = 1,
+        decode_batch: int = 4,
         sampling: SamplingParams = SAMPLING,
         warmup: bool = True,
     ) -> XttsEngine:
@@ -163,8 +167,8 @@ class XttsEngine:
         ``stream_first_chunk_tokens`` of audio, and each later one twice the one before, up to
         ``stream_chunk_tokens``: first audio early, then fewer, larger decoder calls.
         ``max_batch`` > 1 runs up to that many concurrent streams' GPT steps as one batched
-        forward, and their due chunks as one decoder batch (``BatchedStreams``); 1 keeps
-        coqui's generator, one stream at a time.
+        forward, and the chunks due together in decoder calls of up to ``decode_batch``
+        (``BatchedStreams``); 1 keeps coqui's generator, one stream at a time.
         ``sampling`` pins GPT sampling (``top_k=1`` makes it deterministic).
 
         coqui-tts rewrites a legacy model.pth (one that pickles its XttsConfig) in place on its
@@ -228,6 +232,7 @@ class XttsEngine:
             stream_chunk_tokens=stream_chunk_tokens,
             stream_first_chunk_tokens=stream_first_chunk_tokens,
             max_batch=max_batch,
+            decode_batch=decode_batch,
             sampling=sampling,
         )
         if warmup:
@@ -464,6 +469,7 @@ class XttsEngine:
             self._model,
             device=device,
             max_batch=self.max_batch,
+            decode_batch=self.decode_batch,
             first_chunk_tokens=self.stream_first_chunk_tokens,
             chunk_tokens=self.stream_chunk_tokens,
             lookahead=self._lookahead,

@@ -91,7 +91,8 @@ class BatchedStreams:
     """Up to ``max_batch`` concurrent segments' streams over one model, advanced together.
 
     Whichever stream finds no audio of its own waiting runs one batched GPT step; the chunks
-    due at that step are decoded together, and each goes to its own stream's queue, so
+    due at that step are decoded together, ``decode_batch`` streams per decoder call (on a CPU
+    wider batches spill out of cache), and each goes to its own stream's queue, so
     streams advance in whatever order their readers pull. Not thread-safe: call each ``next``
     with the model lock held (the engine thread does), under ``torch.inference_mode``.
     """
@@ -102,6 +103,7 @@ class BatchedStreams:
         *,
         device: str,
         max_batch: int,
+        decode_batch: int,
         first_chunk_tokens: int,
         chunk_tokens: int,
         lookahead: int,
@@ -111,6 +113,7 @@ class BatchedStreams:
         self.batch = BatchedGpt(model.gpt, device=device, max_batch=max_batch)
         self.vocoder = BatchedVocoder(model.hifigan_decoder)
         self._max_new = int(model.gpt.max_gen_mel_tokens)
+        self._decode_batch = decode_batch
         self._chunking = {"first": first_chunk_tokens, "most": chunk_tokens, "lookahead": lookahead}
         self._streams: dict[int, _Stream] = {}
 
@@ -172,9 +175,13 @@ class BatchedStreams:
                 for stream in self._streams.values()
                 if stream not in due and not stream.finished and stream.chunks.half_due
             ]
-            pushes = [stream.chunks.take(stream.stopped) for stream in due]
-            for stream, pcm in zip(due, self.vocoder.push(pushes), strict=True):
-                stream.finished = stream.stopped
-                if pcm.numel():
-                    stream.audio.append(pcm)
+            for start in range(0, len(due), self._decode_batch):
+                self._decode(due[start : start + self._decode_batch])
         return bool(outs)
+
+    def _decode(self, streams: list[_Stream]) -> None:
+        pushes = [stream.chunks.take(stream.stopped) for stream in streams]
+        for stream, pcm in zip(streams, self.vocoder.push(pushes), strict=True):
+            stream.finished = stream.stopped
+            if pcm.numel():
+                stream.audio.append(pcm)

@@ -54,7 +54,7 @@ PCM_ATOL = 1e-4
 FIRST_CHUNK_TOKENS = 1
 
 
-def _load(directory: Path, max_batch: int) -> XttsEngine:
+def _load(directory: Path, max_batch: int, decode_batch: int = 4) -> XttsEngine:
     return XttsEngine.load(
         directory,
         device="cpu",
@@ -62,6 +62,7 @@ def _load(directory: Path, max_batch: int) -> XttsEngine:
         stream_chunk_tokens=XTTS_TEST_STREAM_CHUNK_TOKENS,
         stream_first_chunk_tokens=FIRST_CHUNK_TOKENS,
         max_batch=max_batch,
+        decode_batch=decode_batch,
         sampling=GREEDY,
         warmup=False,
     )
@@ -192,6 +193,18 @@ def test_concurrent_streams_share_steps_and_each_gets_its_own_audio(
     # Streams that joined steps apart line up their chunks and decode them together.
     assert max(sizes.decoded) == 4
     assert len(sizes.decoded) < sum(_pushes_alone(batched) for _ in CALLS)
+
+
+def test_decoder_calls_take_at_most_decode_batch_streams(
+    tiny_xtts_dir: Path, solo: dict[Call, Pcm]
+) -> None:
+    narrow = _load(tiny_xtts_dir, max_batch=4, decode_batch=2)
+    with recorded(narrow) as sizes:
+        audio = _started_in_turn(narrow, CALLS)
+    for call, one in zip(CALLS, audio, strict=True):
+        _assert_same(one, solo[call])
+    assert max(sizes.seen) == 4
+    assert max(sizes.decoded) == 2
 
 
 def test_a_stream_beyond_a_full_batch_joins_when_a_row_frees(
