@@ -3,12 +3,13 @@
 A stream's latents wait in ``SegmentChunks`` until its next chunk is due: the first chunk small
 (early first audio) plus the decoder's lookahead, later ones doubling up to the chunk size.
 
-``BatchedStreams`` runs every active stream's GPT step as one forward (``BatchedGpt``) and
-decodes the chunks that fall due at a step as one HiFi-GAN batch (``BatchedVocoder``), so N
-concurrent callers cost one set of weight reads per step and per decoder layer, not N. Streams
-that joined a step apart would never fall due together, so when any stream's chunk is due, the
-others at least half-way to theirs (past their first chunk) are decoded with it: after one such
-decode their chunks line up. Chunking never changes a stream's audio, only when it arrives.
+``BatchedStreams`` runs every active stream's GPT step as one forward (``BatchedGpt``). A chunk
+is decoded when its own reader needs it, together with the other streams' chunks that are due
+by then (``BatchedVocoder``: one read of each decoder layer's weights for all of them), and
+with riders at least half-way to their next chunk, so that streams that joined steps apart line
+up and fall due together from then on. A caller waiting for its first audio is decoded alone:
+on a device where decode is compute-bound (a CPU), the others' decode would only delay it.
+Chunking never changes a stream's audio, only when it arrives.
 """
 
 from __future__ import annotations
@@ -90,11 +91,12 @@ class _Stream:
 class BatchedStreams:
     """Up to ``max_batch`` concurrent segments' streams over one model, advanced together.
 
-    Whichever stream finds no audio of its own waiting runs one batched GPT step; the chunks
-    due at that step are decoded together, ``decode_batch`` streams per decoder call (on a CPU
-    wider batches spill out of cache), and each goes to its own stream's queue, so
-    streams advance in whatever order their readers pull. Not thread-safe: call each ``next``
-    with the model lock held (the engine thread does), under ``torch.inference_mode``.
+    A stream that finds no audio of its own waiting decodes its chunk when due (with others,
+    at most ``decode_batch`` streams per decoder call: on a CPU wider batches spill out of
+    cache), or else runs one batched GPT step for every stream; decoded audio goes to each
+    stream's own queue, so streams advance in whatever order their readers pull. Not
+    thread-safe: call each ``next`` with the model lock held (the engine thread does), under
+    ``torch.inference_mode``.
     """
 
     def __init__(
@@ -149,35 +151,42 @@ class BatchedStreams:
         self._streams[slot] = stream
         try:
             while True:
-                while not stream.audio and not stream.finished:
-                    if not self._step():  # never, while this slot is active: fail, not spin
-                        raise InternalError("the GPT batch lost a stream's row")
-                if not stream.audio:
+                if stream.audio:
+                    yield stream.audio.popleft()
+                elif stream.finished:
                     return
-                yield stream.audio.popleft()
+                elif _due(stream):
+                    self._decode(self._group(stream))
+                elif not self._step():  # never, while this slot is active: fail, not spin
+                    raise InternalError("the GPT batch lost a stream's row")
         finally:
             del self._streams[slot]
             self.batch.leave(slot)
 
     def _step(self) -> bool:
-        """One batched GPT step, then one decode of the chunks due; False: nothing active."""
+        """One batched GPT step, each latent to its stream; False: nothing was active."""
         outs = self.batch.step()
-        due: list[_Stream] = []
         for slot, out in outs.items():
             stream = self._streams[slot]
             stream.chunks.add(out.latent)
             stream.stopped = out.stopped
-            if out.stopped or stream.chunks.due:
-                due.append(stream)
-        if due:
-            due += [
-                stream
-                for stream in self._streams.values()
-                if stream not in due and not stream.finished and stream.chunks.half_due
-            ]
-            for start in range(0, len(due), self._decode_batch):
-                self._decode(due[start : start + self._decode_batch])
         return bool(outs)
+
+    def _group(self, stream: _Stream) -> list[_Stream]:
+        """``stream``, whose chunk is due, and up to ``decode_batch`` - 1 others to decode with
+        it: those due too (their readers would decode them next), then riders at least
+        half-way to their next chunk, so that streams that joined steps apart line up. Alone
+        while its caller waits for first audio: the others' decode would delay it."""
+        if not stream.chunks.started:
+            return [stream]
+        others = [other for other in self._streams.values() if other is not stream]
+        due = [other for other in others if not other.finished and _due(other)]
+        riders = [
+            other
+            for other in others
+            if not other.finished and not _due(other) and other.chunks.half_due
+        ]
+        return [stream, *due, *riders][: self._decode_batch]
 
     def _decode(self, streams: list[_Stream]) -> None:
         pushes = [stream.chunks.take(stream.stopped) for stream in streams]
@@ -185,3 +194,7 @@ class BatchedStreams:
             stream.finished = stream.stopped
             if pcm.numel():
                 stream.audio.append(pcm)
+
+
+def _due(stream: _Stream) -> bool:
+    return stream.stopped or stream.chunks.due

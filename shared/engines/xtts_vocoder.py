@@ -182,7 +182,8 @@ class _Conv:
             new.append((_width(head), x.shape[-1]))
         batch, lengths = _join(parts, new, self._slope)
         for index, (state, length) in enumerate(zip(states, lengths, strict=True)):
-            state.tail = batch[index : index + 1, :, max(0, length - 2 * pad) : length]
+            # A copy: a view would keep the whole batch of this call alive until the next.
+            state.tail = batch[index : index + 1, :, max(0, length - 2 * pad) : length].clone()
         if batch.shape[-1] <= 2 * pad:
             return [batch.new_zeros(1, self._weight.shape[0], 0) for _ in rows]
         y = F.conv1d(batch, self._weight, self._bias, dilation=self._dilation)
@@ -246,7 +247,7 @@ class _ConvTranspose:
             offset = state.start * u - pad  # the global index of y[..., 0]
             spans.append((state.emitted - offset, max(end, state.emitted) - offset))
             state.emitted = max(end, state.emitted)
-            state.kept = inputs[index : index + 1, :, keep_from - state.start : width]
+            state.kept = inputs[index : index + 1, :, keep_from - state.start : width].clone()
             state.start = keep_from
         if all(stop <= begin for begin, stop in spans):
             return [inputs.new_zeros(1, self._weight.shape[1], 0) for _ in rows]
@@ -278,8 +279,8 @@ class _Fifo:
             at += used
             if used == part.shape[-1]:
                 self._parts.pop(0)
-            else:
-                self._parts[0] = part[..., used:]
+            else:  # a copy of the few left, not a view that keeps the whole chunk alive
+                self._parts[0] = part[..., used:].clone()
         self.size -= at
 
 

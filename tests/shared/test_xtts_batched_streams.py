@@ -190,8 +190,10 @@ def test_concurrent_streams_share_steps_and_each_gets_its_own_audio(
     assert max(sizes.seen) == 4
     # Shared steps: far fewer forwards than one per token per stream.
     assert len(sizes.seen) < 4 * XTTS_TEST_MAX_AUDIO_TOKENS
-    # Streams that joined steps apart line up their chunks and decode them together.
-    assert max(sizes.decoded) == 4
+    # Streams that joined steps apart line up their chunks and decode them together (first
+    # chunks alone: each caller's first audio waits for no one else's decode).
+    assert sizes.decoded[: len(CALLS)] == [1] * len(CALLS)
+    assert max(sizes.decoded) >= 3
     assert len(sizes.decoded) < sum(_pushes_alone(batched) for _ in CALLS)
 
 
