@@ -5,7 +5,10 @@ decoded three ways, GPT only (HiFi-GAN is not part of this figure):
 - stock: coqui's own ``GPT.generate``, one request after another (what ``Xtts.inference`` runs);
 - serial: ``BatchedGpt`` with a batch of one, one request after another (the same kernels as
   batched, so the ratio is batching alone);
-- batched: all N joined at once into one ``BatchedGpt`` and stepped together.
+- batched: all N joined at once into one ``BatchedGpt`` and stepped together;
+- compiled (with ``--compile MODE``): batched, its decode step through ``torch.compile`` (shapes
+  dynamic: the batch and the attended span change between steps; ``reduce-overhead`` adds CUDA
+  graphs on a GPU). Compilation happens in the untimed warm-up run.
 Random weights never emit the stop token, so each request makes exactly ``--tokens`` tokens and
 runs compare. Tokens/s counts generated tokens of all N requests over the wall time, prefill
 included; decode tokens/s counts them over the time spent in ``step`` alone (the prompts'
@@ -14,7 +17,7 @@ checkpoint's figures say nothing about real XTTS-v2; ``--full-size`` has its rea
 (meant for a GPU; on a CPU keep ``--tokens`` and ``--batches`` small).
 
 Run: ``python -m bench.xtts_batch [--full-size | --xtts-dir DIR] [--device auto|cuda|cpu]
-[--batches 1,4,8] [--tokens 24] [--runs 3] [--threads N]``.
+[--batches 1,4,8] [--tokens 24] [--runs 3] [--threads N] [--compile MODE]``.
 """
 
 from __future__ import annotations
@@ -158,6 +161,16 @@ def timed(run: Callable[[], T], device: str, runs: int) -> tuple[float, T]:
     return results[len(results) // 2]
 
 
+def compiled(gpt: BatchedGpt, mode: str) -> BatchedGpt:
+    """``gpt`` with its per-step forward compiled: the bench's trial of torch.compile, kept out
+    of the engine until a figure shows it helps."""
+    import torch
+
+    forward = gpt._forward  # the bench reaches in: the engine offers no such switch
+    forward.step = torch.compile(forward.step, dynamic=True, mode=mode)  # type: ignore[method-assign]
+    return gpt
+
+
 def bench(args: argparse.Namespace, model_dir: Path, device: str) -> list[Figure]:
     stock = load_stock(
         model_dir, device=device, max_audio_tokens=args.tokens, stream_chunk_tokens=args.tokens
@@ -173,7 +186,10 @@ def bench(args: argparse.Namespace, model_dir: Path, device: str) -> list[Figure
             "serial": lambda b=batch: run_serial(serial_gpt, b),
             "batched": lambda b=batch, g=batched_gpt: run_batched(g, b),
         }
-        for kind in KINDS:
+        if args.compile:
+            gpt = compiled(BatchedGpt(model.gpt, device=device, max_batch=size), args.compile)
+            runners["compiled"] = lambda b=batch, g=gpt: run_batched(g, b)
+        for kind in runners:
             seconds, made = timed(runners[kind], device, args.runs)
             figure = Figure(batch=size, kind=kind, seconds=seconds, made=made)
             figures.append(figure)
@@ -189,22 +205,28 @@ def bench(args: argparse.Namespace, model_dir: Path, device: str) -> list[Figure
 
 def table(figures: Sequence[Figure]) -> str:
     by = {(f.batch, f.kind): f for f in figures}
+    with_compiled = any(f.kind == "compiled" for f in figures)
+    extra = " compiled decode tokens/s | decode compiled / batched |" if with_compiled else ""
     lines = [
         "| N | stock tokens/s | serial tokens/s | batched tokens/s | batched / serial "
         "| batched / stock | serial decode tokens/s | batched decode tokens/s "
-        "| decode batched / serial |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| decode batched / serial |" + extra,
+        "|---|---|---|---|---|---|---|---|---|" + ("---|---|" if with_compiled else ""),
     ]
     for size in sorted({f.batch for f in figures}):
         stock, serial, batched = (by[(size, kind)] for kind in KINDS)
         serial_decode = serial.decode_tokens_per_s or math.nan
         batched_decode = batched.decode_tokens_per_s or math.nan
-        lines.append(
+        line = (
             f"| {size} | {stock.tokens_per_s:.1f} | {serial.tokens_per_s:.1f} | "
             f"{batched.tokens_per_s:.1f} | {batched.tokens_per_s / serial.tokens_per_s:.2f}x | "
             f"{batched.tokens_per_s / stock.tokens_per_s:.2f}x | {serial_decode:.1f} | "
             f"{batched_decode:.1f} | {batched_decode / serial_decode:.2f}x |"
         )
+        if with_compiled:
+            decode = by[(size, "compiled")].decode_tokens_per_s or math.nan
+            line += f" {decode:.1f} | {decode / batched_decode:.2f}x |"
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -217,6 +239,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--tokens", type=int, default=24, help="tokens per request")
     parser.add_argument("--runs", type=int, default=3, help="timed runs per figure (median)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument(
+        "--compile", choices=["default", "reduce-overhead", "max-autotune"], default=None,
+        help="also run the batched decode step through torch.compile in this mode",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if args.tokens < 1 or args.runs < 1:
         parser.error("--tokens and --runs must be >= 1")

@@ -95,7 +95,9 @@ def _width(part: torch.Tensor | int) -> int:
     return part if isinstance(part, int) else part.shape[-1]
 
 
-def _join(rows: Sequence[Parts], new: Sequence[tuple[int, int]], slope: float | None) -> Any:
+def _join(
+    rows: Sequence[Parts], new: Sequence[tuple[int, int]], slope: float | None
+) -> tuple[torch.Tensor, list[int]]:
     """The rows' parts as one batch [B, C, longest], each row zero-padded on the right, with
     the leaky ReLU applied in place to each row's ``new`` samples (start, count): kept tails
     are stored activated, so each sample is activated once, as in the whole decode."""
@@ -108,9 +110,13 @@ def _join(rows: Sequence[Parts], new: Sequence[tuple[int, int]], slope: float | 
         at = 0
         for part in parts:
             width = _width(part)
-            if width:
-                target = batch[index, :, at : at + width]
-                target.zero_() if isinstance(part, int) else target.copy_(part[0])
+            if not width:
+                continue
+            target = batch[index, :, at : at + width]
+            if isinstance(part, int):
+                target.zero_()
+            else:
+                target.copy_(part[0])
             at += width
         if at < batch.shape[-1]:
             batch[index, :, at:].zero_()
@@ -399,22 +405,6 @@ class BatchedVocoder:
                 for index, row in enumerate(rows)
             ]
         return [torch.tanh(out).reshape(-1) for out in self._post.push(rows, o, finals)]
-
-
-class StreamingDecoder:
-    """One segment's audio from its GPT latents, pushed a chunk at a time: a ``BatchedVocoder``
-    of one row. ``push`` takes the next latents ([1, n, C]) and returns the samples no later
-    latent can change; ``final=True`` returns the rest. Build one per segment, under the model
-    lock."""
-
-    def __init__(
-        self, decoder: HifiDecoder, speaker_embedding: torch.Tensor, *, length_scale: float = 1.0
-    ) -> None:
-        self._vocoder = BatchedVocoder(decoder)
-        self._row = self._vocoder.open(speaker_embedding, length_scale=length_scale)
-
-    def push(self, latents: torch.Tensor, *, final: bool = False) -> torch.Tensor:
-        return self._vocoder.push([(self._row, latents, final)])[0]
 
 
 def _stacked(rows: Sequence[VocoderRow], level: int) -> torch.Tensor | None:

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from shared.engines.base import Engine
 from shared.engines.xtts import XttsEngine
-from shared.engines.xtts_vocoder import BatchedVocoder, StreamingDecoder, lookahead_latents
+from shared.engines.xtts_vocoder import BatchedVocoder, lookahead_latents
 
 TOLERANCE = 1e-5
 # One GPT latent is 1024 samples at 22,050 Hz, so this many at the decoder's 24 kHz output.
@@ -47,10 +47,22 @@ def _whole(decoder: Any, g: torch.Tensor, latents: torch.Tensor, length_scale: f
     return decoder(latents, g=g).reshape(-1).numpy()
 
 
+class OneSegment:
+    """A ``BatchedVocoder`` of one row: how a lone stream decodes a segment."""
+
+    def __init__(self, decoder: Any, g: torch.Tensor, *, length_scale: float = 1.0) -> None:
+        self._vocoder = BatchedVocoder(decoder)
+        self._row = self._vocoder.open(g, length_scale=length_scale)
+
+    def push(self, latents: torch.Tensor, *, final: bool = False) -> torch.Tensor:
+        (pcm,) = self._vocoder.push([(self._row, latents, final)])
+        return pcm
+
+
 def _streamed(
     decoder: Any, g: torch.Tensor, latents: torch.Tensor, chunk: int, length_scale: float
 ) -> list[np.ndarray]:
-    stream = StreamingDecoder(decoder, g, length_scale=length_scale)
+    stream = OneSegment(decoder, g, length_scale=length_scale)
     total = latents.shape[1]
     chunks = []
     for start in range(0, total, chunk):
@@ -97,7 +109,7 @@ def test_audio_is_held_back_no_more_than_the_lookahead(
     lookahead = lookahead_latents(hifigan)
     assert 2 <= lookahead <= 8  # ~150 ms each side of HiFi-GAN's receptive field, plus resampling
     latents = _latents(30, width, seed=7)
-    stream = StreamingDecoder(hifigan, g)
+    stream = OneSegment(hifigan, g)
     emitted = 0
     with torch.inference_mode():
         for pushed in range(1, 30):
@@ -109,7 +121,7 @@ def test_audio_is_held_back_no_more_than_the_lookahead(
 
 def test_a_flushed_decoder_refuses_more_latents(decoder: tuple[Any, torch.Tensor, int]) -> None:
     hifigan, g, width = decoder
-    stream = StreamingDecoder(hifigan, g)
+    stream = OneSegment(hifigan, g)
     with torch.inference_mode():
         stream.push(_latents(3, width, seed=1), final=True)
         with pytest.raises(RuntimeError, match="flushed"):
