@@ -8,6 +8,10 @@ boundary and everywhere else.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import re
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -177,3 +181,15 @@ def test_a_batch_refuses_a_segment_twice(decoder: tuple[Any, torch.Tensor, int])
         row = vocoder.open(g)
         with pytest.raises(ValueError, match="twice"):
             vocoder.push([(row, _latents(2, width, seed=3), False)] * 2)
+
+
+def test_the_decode_bench_runs_and_reports_every_batch_size(tiny_xtts_dir: Path) -> None:
+    # Imported here: the bench builds on other bench modules this file's other tests do not need.
+    from bench import xtts_vocoder_batch as vocoder_bench
+
+    out = io.StringIO()
+    argv = ["--xtts-dir", str(tiny_xtts_dir), "--device", "cpu", "--batches", "1,2"]
+    with contextlib.redirect_stdout(out):
+        vocoder_bench.main([*argv, "--latents", "6", "--chunk", "3", "--runs", "1"])
+    rows = re.findall(r"^\| (\d+) \|(?: [\d.]+x? \|){5}$", out.getvalue(), re.M)
+    assert rows == ["1", "2"]
