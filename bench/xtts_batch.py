@@ -50,6 +50,7 @@ TEXTS: tuple[str, ...] = (
 )
 KINDS: tuple[str, ...] = ("stock", "serial", "batched")
 T = TypeVar("T")
+F = TypeVar("F")
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,15 +231,21 @@ def table(figures: Sequence[Figure]) -> str:
     return "\n".join(lines)
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def batch_parser(description: str, batches: list[int]) -> argparse.ArgumentParser:
+    """The options ``run_main`` reads (checkpoint, device, threads), N and runs."""
+    parser = argparse.ArgumentParser(description=description.split("\n\n")[0])
     parser.add_argument("--full-size", action="store_true", help="30 x 1024 random XTTS (GPU)")
     parser.add_argument("--xtts-dir", type=Path, default=None, help="a model directory to use")
     parser.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
-    parser.add_argument("--batches", type=_int_list, default=[1, 4, 8], help="values of N")
-    parser.add_argument("--tokens", type=int, default=24, help="tokens per request")
+    parser.add_argument("--batches", type=_int_list, default=batches, help="values of N")
     parser.add_argument("--runs", type=int, default=3, help="timed runs per figure (median)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = batch_parser(__doc__, [1, 4, 8])
+    parser.add_argument("--tokens", type=int, default=24, help="tokens per request")
     parser.add_argument(
         "--compile", choices=["default", "reduce-overhead", "max-autotune"], default=None,
         help="also run the batched decode step through torch.compile in this mode",
@@ -251,6 +258,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
+    run_main(args, f"{args.tokens} tokens per request, median of {args.runs}", bench, table)
+
+
+def run_main(
+    args: argparse.Namespace,
+    detail: str,
+    measure: Callable[[argparse.Namespace, Path, str], Sequence[F]],
+    tabulate: Callable[[Sequence[F]], str],
+) -> None:
+    """The checkpoint, device and threads ``args`` name; ``measure`` on them; its table."""
     # transformers warns about GPT-2 token ids XTTS never uses; keep the figures readable.
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     import torch
@@ -261,13 +278,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model_dir, name = checkpoint_dir(args, Path(tmp))
         print(
-            f"{name} on {device_name(device)}, {torch.get_num_threads()} torch threads, "
-            f"{args.tokens} tokens per request, median of {args.runs}",
+            f"{name} on {device_name(device)}, {torch.get_num_threads()} torch threads, {detail}",
             flush=True,
         )
-        figures = bench(args, model_dir, device)
+        figures = measure(args, model_dir, device)
     print()
-    print(table(figures))
+    print(tabulate(figures))
 
 
 if __name__ == "__main__":

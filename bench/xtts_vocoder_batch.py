@@ -19,15 +19,12 @@ Run: ``python -m bench.xtts_vocoder_batch [--full-size | --xtts-dir DIR] [--devi
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.xtts_batch import timed
-from bench.xtts_engine import _int_list, checkpoint_dir, device_name, resolve_device
+from bench.xtts_batch import batch_parser, run_main, timed
 from bench.xtts_stock import load_stock
 from shared.engines.xtts_vocoder import BatchedVocoder
 
@@ -121,15 +118,9 @@ def table(figures: Sequence[Figure]) -> str:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--full-size", action="store_true", help="30 x 1024 random XTTS (GPU)")
-    parser.add_argument("--xtts-dir", type=Path, default=None, help="a model directory to use")
-    parser.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
-    parser.add_argument("--batches", type=_int_list, default=[1, 4, 16], help="values of N")
+    parser = batch_parser(__doc__, [1, 4, 16])
     parser.add_argument("--latents", type=int, default=40, help="GPT latents per segment")
     parser.add_argument("--chunk", type=int, default=20, help="latents per streamed chunk")
-    parser.add_argument("--runs", type=int, default=3, help="timed runs per figure (median)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = parser.parse_args(argv)
     if args.latents < 1 or args.chunk < 1 or args.runs < 1:
         parser.error("--latents, --chunk and --runs must be >= 1")
@@ -138,23 +129,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    import torch
-
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    device = resolve_device(args.device, cuda=torch.cuda.is_available())
-    with tempfile.TemporaryDirectory() as tmp:
-        model_dir, name = checkpoint_dir(args, Path(tmp))
-        print(
-            f"{name} on {device_name(device)}, {torch.get_num_threads()} torch threads, "
-            f"{args.latents} latents per segment in chunks of {args.chunk}, "
-            f"median of {args.runs}",
-            flush=True,
-        )
-        figures = bench(args, model_dir, device)
-    print()
-    print(table(figures))
+    detail = f"{args.latents} latents per segment in chunks of {args.chunk}, median of {args.runs}"
+    run_main(args, detail, bench, table)
 
 
 if __name__ == "__main__":

@@ -35,9 +35,6 @@ if TYPE_CHECKING:
 _LRELU_SLOPE = 0.1
 _POST_LRELU_SLOPE = 0.01
 
-# A row's input to a layer, in order: tensors ([1, C, n]) and runs of that many zeros (ints).
-Parts = list["torch.Tensor | int"]
-
 
 class _Resample:
     """``F.interpolate(x, scale_factor=scale, mode="linear")`` over a stream, computed with
@@ -96,17 +93,26 @@ def _width(part: torch.Tensor | int) -> int:
 
 
 def _join(
-    rows: Sequence[Parts], new: Sequence[tuple[int, int]], slope: float | None
+    heads: Sequence[torch.Tensor | int],
+    xs: Sequence[torch.Tensor],
+    finals: Sequence[bool],
+    closing: int,
+    slope: float | None,
 ) -> tuple[torch.Tensor, list[int]]:
-    """The rows' parts as one batch [B, C, longest], each row zero-padded on the right, with
-    the leaky ReLU applied in place to each row's ``new`` samples (start, count): kept tails
-    are stored activated, so each sample is activated once, as in the whole decode."""
+    """Each row's head (its kept tail, or that many zeros), its new inputs and, at its end,
+    ``closing`` zeros, as one batch [B, C, longest] zero-padded on the right, with the leaky
+    ReLU applied in place to the new inputs only: kept tails are stored activated, so each
+    sample is activated once, as in the whole decode. Returns the batch and each row's length.
+    """
     import torch.nn.functional as F
 
-    lengths = [sum(_width(part) for part in parts) for parts in rows]
-    sample = next(part for parts in rows for part in parts if not isinstance(part, int))
-    batch = sample.new_empty(len(rows), sample.shape[1], max(lengths))
-    for index, parts in enumerate(rows):
+    batch_parts = [
+        [head, x, closing] if final else [head, x]
+        for head, x, final in zip(heads, xs, finals, strict=True)
+    ]
+    lengths = [sum(_width(part) for part in parts) for parts in batch_parts]
+    batch = xs[0].new_empty(len(xs), xs[0].shape[1], max(lengths))
+    for index, parts in enumerate(batch_parts):
         at = 0
         for part in parts:
             width = _width(part)
@@ -120,9 +126,9 @@ def _join(
             at += width
         if at < batch.shape[-1]:
             batch[index, :, at:].zero_()
-        start, count = new[index]
-        if slope is not None and count:
-            F.leaky_relu_(batch[index, :, start : start + count], slope)
+        if slope is not None and xs[index].shape[-1]:
+            start = _width(heads[index])
+            F.leaky_relu_(batch[index, :, start : start + xs[index].shape[-1]], slope)
     return batch, lengths
 
 
@@ -180,13 +186,8 @@ class _Conv:
 
         pad = self._pad
         states: list[_ConvState] = [row.states[self._slot] for row in rows]
-        parts: list[Parts] = []
-        new = []
-        for state, x, last in zip(states, xs, finals, strict=True):
-            head = pad if state.tail is None else state.tail
-            parts.append([head, x, pad] if last else [head, x])
-            new.append((_width(head), x.shape[-1]))
-        batch, lengths = _join(parts, new, self._slope)
+        heads = [pad if state.tail is None else state.tail for state in states]
+        batch, lengths = _join(heads, xs, finals, pad, self._slope)
         for index, (state, length) in enumerate(zip(states, lengths, strict=True)):
             # A copy: a view would keep the whole batch of this call alive until the next.
             state.tail = batch[index : index + 1, :, max(0, length - 2 * pad) : length].clone()
@@ -231,16 +232,12 @@ class _ConvTranspose:
 
         u, k, pad = self._stride, self._kernel, self._pad
         states: list[_ConvTransposeState] = [row.states[self._slot] for row in rows]
-        parts: list[Parts] = []
-        new = []
-        for state, x, last in zip(states, xs, finals, strict=True):
+        for state in states:
             if state.kept is None:
                 zeros = max(0, math.ceil((k - pad) / u) - 1)  # so output 0 has all its inputs
                 state.kept, state.start = zeros, -zeros
-            head = state.kept
-            parts.append([head, x, math.ceil(pad / u)] if last else [head, x])
-            new.append((_width(head), x.shape[-1]))
-        inputs, lengths = _join(parts, new, self._slope)
+        heads = [state.kept for state in states]
+        inputs, lengths = _join(heads, xs, finals, math.ceil(pad / u), self._slope)
         spans = []
         for index, (state, x, last) in enumerate(zip(states, xs, finals, strict=True)):
             state.seen += x.shape[-1]
@@ -249,7 +246,7 @@ class _ConvTranspose:
                 end = min(end, (state.seen - 1) * u - 2 * pad + k)  # ConvTranspose1d's length
             # The first input the next output needs; nothing before it is read again.
             keep_from = max(state.start, math.ceil((end + pad - k + 1) / u))
-            width = new[index][0] + x.shape[-1]  # without the closing zeros
+            width = _width(heads[index]) + x.shape[-1]  # without the closing zeros
             offset = state.start * u - pad  # the global index of y[..., 0]
             spans.append((state.emitted - offset, max(end, state.emitted) - offset))
             state.emitted = max(end, state.emitted)
