@@ -86,6 +86,9 @@ class _Stream:
     audio: deque[torch.Tensor] = field(default_factory=deque)
     stopped: bool = False
     finished: bool = False
+    # A shared step or decode that failed lost this stream's latents or audio too: it fails
+    # with the same error (after the audio it already has) rather than play on with a gap.
+    error: Exception | None = None
 
 
 class BatchedStreams:
@@ -153,6 +156,8 @@ class BatchedStreams:
             while True:
                 if stream.audio:
                     yield stream.audio.popleft()
+                elif stream.error is not None:
+                    raise stream.error
                 elif stream.finished:
                     return
                 elif _due(stream):
@@ -165,7 +170,11 @@ class BatchedStreams:
 
     def _step(self) -> bool:
         """One batched GPT step, each latent to its stream; False: nothing was active."""
-        outs = self.batch.step()
+        try:
+            outs = self.batch.step()
+        except Exception as exc:
+            _fail([stream for stream in self._streams.values() if not stream.finished], exc)
+            raise
         for slot, out in outs.items():
             stream = self._streams[slot]
             stream.chunks.add(out.latent)
@@ -190,7 +199,12 @@ class BatchedStreams:
 
     def _decode(self, streams: list[_Stream]) -> None:
         pushes = [stream.chunks.take(stream.stopped) for stream in streams]
-        for stream, pcm in zip(streams, self.vocoder.push(pushes), strict=True):
+        try:
+            decoded = self.vocoder.push(pushes)
+        except Exception as exc:
+            _fail(streams, exc)
+            raise
+        for stream, pcm in zip(streams, decoded, strict=True):
             stream.finished = stream.stopped
             if pcm.numel():
                 stream.audio.append(pcm)
@@ -198,3 +212,8 @@ class BatchedStreams:
 
 def _due(stream: _Stream) -> bool:
     return stream.stopped or stream.chunks.due
+
+
+def _fail(streams: list[_Stream], error: Exception) -> None:
+    for stream in streams:
+        stream.error = error

@@ -24,6 +24,7 @@ from shared.engines.runner import EngineRunner
 from shared.engines.xtts import SAMPLING, XttsEngine
 from shared.engines.xtts_streams import BatchedStreams, chunk_sizes
 from shared.engines.xtts_vocoder import lookahead_latents
+from shared.errors import EngineUnavailable
 from tests.xtts_checkpoint import (
     SPEAKERS,
     XTTS_TEST_MAX_AUDIO_TOKENS,
@@ -276,3 +277,38 @@ def test_direct_streams_interleave_step_by_step_on_one_thread(
     for call, parts in zip(calls, chunks, strict=True):
         _assert_same(np.concatenate(parts), solo[call])
     assert max(sizes.seen) == 2
+
+
+def test_a_failed_shared_decode_fails_every_stream_in_it(batched: XttsEngine) -> None:
+    """A decoder call that fails took the chunks of every stream in it: each of them must fail
+    with that error, none may play on with a gap."""
+    source = batched._batched
+    assert source is not None
+    push = source.vocoder.push
+    shared: list[int] = []
+
+    def breaks_when_shared(pushes: list) -> list:  # type: ignore[type-arg]
+        if len(pushes) > 1:
+            shared.append(len(pushes))
+            raise RuntimeError("the decoder broke")
+        return push(pushes)
+
+    source.vocoder.push = breaks_when_shared  # type: ignore[method-assign]
+    try:
+        streams = [_stream(batched, call) for call in CALLS[:2]]
+        errors: dict[int, Exception] = {}
+        live = [0, 1]
+        while live:
+            for index in list(live):
+                try:
+                    if next(streams[index], None) is None:
+                        live.remove(index)
+                except EngineUnavailable as exc:
+                    errors[index] = exc
+                    live.remove(index)
+    finally:
+        del source.vocoder.push
+    assert shared == [2]
+    assert sorted(errors) == [0, 1]
+    assert all("the decoder broke" in str(error) for error in errors.values())
+    assert source.batch.active == 0
