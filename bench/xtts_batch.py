@@ -98,30 +98,33 @@ def requests(model: Any, cond_latent: Any, count: int, tokens: int) -> list[GptR
     ]
 
 
-def run_stock(model: Any, batch: list[GptRequest]) -> Made:
-    """coqui's generate, one request after another."""
+def coqui_generate(gpt: Any, request: GptRequest) -> Any:
+    """coqui's own ``GPT.generate`` of ``request`` (what ``Xtts.inference`` runs): [1, n] codes."""
     import torch
 
+    sampling = request.sampling
+    text = torch.IntTensor(list(request.text_tokens)).unsqueeze(0).to(request.cond_latent.device)
+    with torch.inference_mode():
+        return gpt.generate(
+            cond_latents=request.cond_latent,
+            text_inputs=text,
+            do_sample=True,
+            top_k=sampling.top_k,
+            top_p=sampling.top_p,
+            temperature=sampling.temperature,
+            repetition_penalty=sampling.repetition_penalty,
+            num_return_sequences=1,
+            num_beams=1,
+            length_penalty=1.0,
+            output_attentions=False,
+        )
+
+
+def run_stock(model: Any, batch: list[GptRequest]) -> Made:
+    """coqui's generate, one request after another."""
     made = Made(0)
     for request in batch:
-        sampling = request.sampling
-        with torch.inference_mode():
-            codes = model.gpt.generate(
-                cond_latents=request.cond_latent,
-                text_inputs=torch.IntTensor(list(request.text_tokens))
-                .unsqueeze(0)
-                .to(request.cond_latent.device),
-                do_sample=True,
-                top_k=sampling.top_k,
-                top_p=sampling.top_p,
-                temperature=sampling.temperature,
-                repetition_penalty=sampling.repetition_penalty,
-                num_return_sequences=1,
-                num_beams=1,
-                length_penalty=1.0,
-                output_attentions=False,
-            )
-        made += Made(int(codes.shape[-1]))
+        made += Made(int(coqui_generate(model.gpt, request).shape[-1]))
     return made
 
 

@@ -28,6 +28,8 @@ from transformers import (
     TopPLogitsWarper,
 )
 
+from bench import xtts_batch as xtts_batch_bench
+from bench.xtts_batch import coqui_generate
 from shared.engines.xtts import SAMPLING
 from shared.engines.xtts_batch import PROMPT_PLACEHOLDER_TOKEN, BatchedGpt, GptRequest, StepOut
 from shared.engines.xtts_batch_sampling import RowSettings, SamplingSettings, warp
@@ -119,22 +121,9 @@ def _latents(outs: Sequence[StepOut]) -> torch.Tensor:
 
 def _coqui(gpt: Any, request: GptRequest) -> tuple[list[int], torch.Tensor]:
     """coqui's own decode of ``request`` and the latents its ``inference`` decodes audio from."""
-    sampling = request.sampling
+    codes = coqui_generate(gpt, request)
     text = torch.IntTensor(list(request.text_tokens)).unsqueeze(0)
     with torch.inference_mode():
-        codes = gpt.generate(
-            cond_latents=request.cond_latent,
-            text_inputs=text,
-            do_sample=True,
-            top_k=sampling.top_k,
-            top_p=sampling.top_p,
-            temperature=sampling.temperature,
-            repetition_penalty=sampling.repetition_penalty,
-            num_return_sequences=1,
-            num_beams=1,
-            length_penalty=1.0,
-            output_attentions=False,
-        )
         latents = gpt(
             text,
             torch.tensor([text.shape[-1]]),
@@ -329,12 +318,9 @@ def test_the_engines_sampling_kwargs_map_onto_the_batchs_settings() -> None:
 
 
 def test_the_bench_runs_and_reports_every_batch_size(tiny_xtts_dir: Path) -> None:
-    # Imported here: the bench builds on other bench modules this file's other tests do not need.
-    from bench import xtts_batch as batch_bench
-
     out = io.StringIO()
     argv = ["--xtts-dir", str(tiny_xtts_dir), "--device", "cpu", "--batches", "1,3"]
     with contextlib.redirect_stdout(out):
-        batch_bench.main([*argv, "--tokens", "3", "--runs", "1"])
+        xtts_batch_bench.main([*argv, "--tokens", "3", "--runs", "1"])
     rows = re.findall(r"^\| (\d+) \|(?: [\d.]+x? \|){8}$", out.getvalue(), re.M)
     assert rows == ["1", "3"]
