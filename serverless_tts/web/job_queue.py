@@ -71,7 +71,6 @@ class JobQueue:
         # Finished jobs in the order they finished: the oldest is always first, so eviction
         # stops at the first job it keeps and never walks past running ones.
         self._finished: OrderedDict[str, None] = OrderedDict()
-        self._waiting: dict[str, Admission] = {}  # queued jobs not started yet
         self._lock = threading.Lock()
         self._retention_s = retention_s
         self._max_active = max_active
@@ -91,16 +90,19 @@ class JobQueue:
                     f"retry in {RETRY_AFTER_S} s",
                     retry_after_s=RETRY_AFTER_S,
                 )
-            self._waiting[job.id] = self._ctx.lifecycle.admit_ahead()
+            admission = self._ctx.lifecycle.admit_ahead()
             self._forget_old()
             self._jobs[job.id] = job
         try:
-            self._pool.submit(self._run, job, raw_input)
+            future = self._pool.submit(self._run, job, raw_input, admission)
         except RuntimeError:  # the pool is shut down: the app is stopping
             with self._lock:
                 del self._jobs[job.id]
-                self._waiting.pop(job.id).cancel()
+            admission.cancel()
             raise EngineUnavailable("the worker is shutting down") from None
+        # A job the pool's shutdown cancels before it ran gives its count back here (a no-op
+        # once its run has ended the count).
+        future.add_done_callback(lambda _: admission.cancel())
         return job
 
     def snapshot(self, job_id: str) -> QueuedJob | None:
@@ -120,17 +122,12 @@ class JobQueue:
 
     def shutdown(self) -> None:
         """Stop the pool; a job still waiting then (the drain's grace ran out) never runs and
-        leaves the lifecycle's count."""
+        leaves the lifecycle's count (its future's callback)."""
         self._pool.shutdown(wait=True, cancel_futures=True)
-        with self._lock:
-            never_run, self._waiting = list(self._waiting.values()), {}
-        for admission in never_run:
-            admission.cancel()
 
-    def _run(self, job: QueuedJob, raw_input: object) -> None:
+    def _run(self, job: QueuedJob, raw_input: object, admission: Admission) -> None:
         with self._lock:
             job.status = "IN_PROGRESS"
-            admission = self._waiting.pop(job.id)
         try:
             with admission.running():
                 for item in start_job(raw_input, self._ctx, job_id=job.id):
