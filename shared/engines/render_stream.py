@@ -20,6 +20,8 @@ from shared.errors import EngineTimeout, EngineUnavailable
 
 _log = logging.getLogger(__name__)
 
+# Chunks a render may have made ahead of its reader (XTTS chunk ~1 s, Piper one sentence).
+DEFAULT_QUEUE_CHUNKS = 4
 END = object()  # the render is complete
 CANCELLED = object()  # the render was cancelled: its reader stops without an end
 

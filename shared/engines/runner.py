@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator
 from shared.engines import device_faults
 from shared.engines.base import Engine
 from shared.engines.render_stream import (
+    DEFAULT_QUEUE_CHUNKS,
     END,
     Render,
     RenderQueues,
@@ -37,9 +38,6 @@ from shared.engines.render_stream import (
     close_quietly,
 )
 from shared.errors import DeviceError
-
-# Chunks a render may have made ahead of its reader (XTTS chunk ~1 s, Piper one sentence).
-DEFAULT_QUEUE_CHUNKS = 4
 
 
 class EngineRunner(RenderQueues):

@@ -438,7 +438,6 @@ class XttsEngine:
             latents.gpt_cond_latent,
             latents.speaker_embedding,
             length_scale=_length_scale(speed),
-            sampling=self._sampling,
         )
         try:
             while True:
@@ -470,6 +469,7 @@ class XttsEngine:
             device=device,
             max_batch=self.max_batch,
             decode_batch=self.decode_batch,
+            sampling=self._sampling,
             first_chunk_tokens=self.stream_first_chunk_tokens,
             chunk_tokens=self.stream_chunk_tokens,
             lookahead=self._lookahead,

@@ -109,12 +109,16 @@ class BatchedStreams:
         device: str,
         max_batch: int,
         decode_batch: int,
+        sampling: Mapping[str, Any],
         first_chunk_tokens: int,
         chunk_tokens: int,
         lookahead: int,
     ) -> None:
         from shared.engines.xtts_batch import BatchedGpt
+        from shared.engines.xtts_batch_sampling import SamplingSettings
 
+        # The engine's sampling kwargs, checked and converted once for every request.
+        self.sampling = SamplingSettings.from_kwargs(sampling)
         self.batch = BatchedGpt(model.gpt, device=device, max_batch=max_batch)
         self.vocoder = BatchedVocoder(model.hifigan_decoder)
         self._max_new = int(model.gpt.max_gen_mel_tokens)
@@ -129,7 +133,6 @@ class BatchedStreams:
         speaker_embedding: torch.Tensor,
         *,
         length_scale: float,
-        sampling: Mapping[str, Any],
     ) -> Iterator[torch.Tensor]:
         """One segment's audio (1-D, at the decoder's rate) in chunks, as the stream loop of
         a lone request would decode it.
@@ -138,19 +141,19 @@ class BatchedStreams:
         leaves when closed, so a cancelled stream frees its row for the next one.
         """
         from shared.engines.xtts_batch import GptRequest
-        from shared.engines.xtts_batch_sampling import SamplingSettings
 
         request = GptRequest(
             text_tokens=[int(token) for token in tokens.reshape(-1).tolist()],
             cond_latent=gpt_cond_latent,
             max_new_tokens=self._max_new,
-            sampling=SamplingSettings.from_kwargs(sampling),
+            sampling=self.sampling,
         )
+        # Everything that can fail before the row is taken: a join is always registered.
+        row = self.vocoder.open(speaker_embedding, length_scale=length_scale)
+        stream = _Stream(SegmentChunks(row, **self._chunking))
         while not self.batch.free:
             self._step()
         slot = self.batch.join(request)
-        row = self.vocoder.open(speaker_embedding, length_scale=length_scale)
-        stream = _Stream(SegmentChunks(row, **self._chunking))
         self._streams[slot] = stream
         try:
             while True:
@@ -189,12 +192,9 @@ class BatchedStreams:
         if not stream.chunks.started:
             return [stream]
         others = [other for other in self._streams.values() if other is not stream]
-        due = [other for other in others if not other.finished and _due(other)]
-        riders = [
-            other
-            for other in others
-            if not other.finished and not _due(other) and other.chunks.half_due
-        ]
+        live = [other for other in others if not other.finished and other.error is None]
+        due = [other for other in live if _due(other)]
+        riders = [other for other in live if not _due(other) and other.chunks.half_due]
         return [stream, *due, *riders][: self._decode_batch]
 
     def _decode(self, streams: list[_Stream]) -> None:

@@ -14,7 +14,7 @@ import pytest
 import soundfile
 
 from serverless_tts.runpod_shapes import MAX_STREAM_AUDIO_BYTES, run_job, start_job
-from shared.engines.runner import DEFAULT_QUEUE_CHUNKS
+from shared.engines.render_stream import DEFAULT_QUEUE_CHUNKS
 from shared.errors import ErrorCode, TTSError
 from shared.storage.local import LocalAudioStore
 from shared.telemetry import JOB_LOGGER

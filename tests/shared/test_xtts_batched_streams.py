@@ -312,3 +312,27 @@ def test_a_failed_shared_decode_fails_every_stream_in_it(batched: XttsEngine) ->
     assert sorted(errors) == [0, 1]
     assert all("the decoder broke" in str(error) for error in errors.values())
     assert source.batch.active == 0
+
+
+def test_a_stream_that_fails_before_it_joins_leaves_no_row_behind(
+    batched: XttsEngine, solo: dict[Call, Pcm]
+) -> None:
+    """A stream whose decoder cannot open (a speaker embedding it cannot use) fails alone:
+    it never holds a row, and the stream already running plays to its end unharmed."""
+    source = batched._batched
+    assert source is not None
+    running = _stream(batched, CALLS[0])
+    head = [next(running)]
+
+    def refuses(*args: object, **kwargs: object) -> object:
+        raise RuntimeError("no decoder row for this speaker")
+
+    source.vocoder.open = refuses  # type: ignore[method-assign]
+    try:
+        with pytest.raises(EngineUnavailable, match="no decoder row"):
+            next(_stream(batched, CALLS[1]))
+    finally:
+        del source.vocoder.open
+    assert source.batch.active == 1
+    _assert_same(np.concatenate([*head, *running]), solo[CALLS[0]])
+    assert source.batch.active == 0

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 
 from shared.engines.base import Engine
 from shared.engines.render_stream import (
+    DEFAULT_QUEUE_CHUNKS,
     END,
     Render,
     RenderQueues,
@@ -25,7 +26,6 @@ from shared.engines.render_stream import (
     Step,
     close_quietly,
 )
-from shared.engines.runner import DEFAULT_QUEUE_CHUNKS
 
 
 class ConcurrentRunner(RenderQueues):
