@@ -219,7 +219,7 @@ class LeasingStore(TenantStore, Protocol):
         ``settle`` is returned first in the same step, and stays returned whatever the answer."""
         ...
 
-    def return_allowance(self, lease: AllowanceLease, used_requests: int, used_chars: int) -> None:
-        """Give back what ``lease`` did not spend. Idempotent: a lease returned (or settled)
+    def return_allowance(self, spent: SpentLease) -> None:
+        """Give back what ``spent.lease`` did not spend. Idempotent: a lease returned (or settled)
         already is left alone, so a retried return never refunds twice."""
         ...

@@ -76,6 +76,9 @@ class _Held:
             and self.chars + chars <= self.lease.chars
         )
 
+    def spent(self) -> SpentLease:
+        return SpentLease(self.lease, self.requests, self.chars)
+
     def spend(self, chars: int) -> Tenant:
         self.requests += 1
         self.chars += chars
@@ -114,7 +117,7 @@ class LeasingTenantStore:
                 return held.spend(chars)
             slot.held = None  # spent, short or out of time: the renewal below settles it
             started = time.monotonic()
-            settle = None if held is None else SpentLease(held.lease, held.requests, held.chars)
+            settle = None if held is None else held.spent()
             terms = replace(self._terms, need_chars=chars)
             try:
                 lease = self._inner.lease_allowance(tenant_id, terms, settle)
@@ -296,7 +299,7 @@ class _Returner:
     def _return(self, held: _Held) -> bool:
         """False when it should be tried again later."""
         try:
-            self._store.return_allowance(held.lease, held.requests, held.chars)
+            self._store.return_allowance(held.spent())
         except RETRIED_ERRORS as exc:
             _log.warning("returning lease %s failed (%s); retrying", held.lease.id, exc)
             return False
@@ -307,6 +310,6 @@ class _Returner:
 
 def _return_once(store: LeasingStore, held: _Held) -> None:
     try:
-        store.return_allowance(held.lease, held.requests, held.chars)
+        store.return_allowance(held.spent())
     except Exception:
         _log.exception("lease %s not returned; its allowance stays spent", held.lease.id)

@@ -268,12 +268,12 @@ class SqliteTenantStore:
             id=lease_id, tenant=tenant, requests=reserved.requests, chars=reserved.chars
         )
 
-    def return_allowance(self, lease: AllowanceLease, used_requests: int, used_chars: int) -> None:
+    def return_allowance(self, spent: SpentLease) -> None:
         now_us = epoch_us(self._clock())
         with self._lock:
             with self._transaction(immediate=True) as db:
-                self._settle(db, SpentLease(lease, used_requests, used_chars), now_us=now_us)
-            self._leases.pop(lease.id, None)
+                self._settle(db, spent, now_us=now_us)
+            self._leases.pop(spent.lease.id, None)
 
     def _settle(self, db: sqlite3.Connection, spent: SpentLease, *, now_us: int) -> None:
         """Take back what the lease did not spend; re-stamp what it spent at ``now_us`` (never

@@ -229,11 +229,11 @@ class SupabaseTenantStore:
             chars=int(lease_row["chars"]),
         )
 
-    def return_allowance(self, lease: AllowanceLease, used_requests: int, used_chars: int) -> None:
+    def return_allowance(self, spent: SpentLease) -> None:
         params = {
-            "p_lease_id": lease.id,
-            "p_used_requests": used_requests,
-            "p_used_chars": used_chars,
+            "p_lease_id": spent.lease.id,
+            "p_used_requests": spent.requests,
+            "p_used_chars": spent.chars,
         }
         decision = _mapping(self._run(self._client.rpc("return_allowance", params))).get("decision")
         if decision not in ("returned", "unknown_lease"):

@@ -16,7 +16,7 @@ import pytest
 from postgrest import APIError
 
 from shared.errors import InvalidInput, QuotaExceeded, RateLimited, Unauthorized
-from shared.tenants.base import LeaseTerms, LeasingStore, TenantLimits, TenantStore
+from shared.tenants.base import LeaseTerms, LeasingStore, SpentLease, TenantLimits, TenantStore
 from shared.tenants.leases import LeasingTenantStore
 from shared.tenants.sqlite_store import SqliteTenantStore
 from shared.tenants.supabase_store import SupabaseTenantStore, connect_supabase
@@ -221,8 +221,8 @@ def test_returning_a_lease_twice_refunds_once(backend: Backend) -> None:
     tenant_id = new_tenant(backend.store)
     lease = backend.store.lease_allowance(tenant_id, LeaseTerms(4, 40, 5, 30))
     assert (lease.requests, lease.chars) == (4, 40)
-    backend.store.return_allowance(lease, 1, 5)
-    backend.store.return_allowance(lease, 0, 0)
+    backend.store.return_allowance(SpentLease(lease, 1, 5))
+    backend.store.return_allowance(SpentLease(lease, 0, 0))
     assert (backend.logged(tenant_id), backend.charged(tenant_id)) == (1, 5)
 
 
@@ -233,7 +233,7 @@ def test_a_lease_holds_no_more_than_the_windows_have_room_for(backend: Backend) 
     assert (lease.requests, lease.chars) == (3, 25)
     with pytest.raises(RateLimited, match="per-hour limit of 3"):
         backend.store.lease_allowance(tenant_id, LeaseTerms(4, 40, 5, 30))
-    backend.store.return_allowance(lease, 0, 0)
+    backend.store.return_allowance(SpentLease(lease, 0, 0))
     assert (backend.logged(tenant_id), backend.charged(tenant_id)) == (0, 0)
 
 
